@@ -1,0 +1,62 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+# Both build on `make install`, which creates .venv/ from uv.lock and reuses it
+# while uv.lock and pyproject.toml are unchanged.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+VENV := .venv
+TOOLS := .tools
+# A uv already on PATH is used as is; otherwise a pinned one is installed into .tools/.
+UV := $(or $(shell command -v uv 2>/dev/null),$(TOOLS)/bin/uv)
+BIN := $(VENV)/bin
+
+# Never download an interpreter; build the venv on this machine's Python.
+export UV_PYTHON_DOWNLOADS := never
+export UV_PYTHON := $(shell $(PYTHON) -c 'import sys; print(sys.executable)')
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+.PHONY: help install test lint typecheck unit demo lock clean
+
+help:
+	@echo "make demo     run dr on the sandbox (set-up included)"
+	@echo "make test     lint + type check + tests (set-up included)"
+	@echo "make install  create .venv/ from uv.lock (reused while the lock is unchanged)"
+	@echo "make lock     re-resolve uv.lock after changing dependencies"
+	@echo "make clean    remove .venv/, .tools/ and caches"
+
+$(TOOLS)/bin/uv:
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.synced: uv.lock pyproject.toml | $(UV)
+	$(UV) sync --locked --quiet
+	@touch $@
+
+install: $(VENV)/.synced
+
+lock: | $(UV)
+	$(UV) lock
+
+lint: install
+	$(BIN)/ruff check dr tests scripts
+	$(BIN)/ruff format --check dr tests scripts
+	$(BIN)/lint-imports
+
+typecheck: install
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest
+
+test: lint typecheck unit
+
+demo: install
+	$(BIN)/dr plan
+	@echo
+	$(BIN)/dr recover --cluster new --provider sandbox --dry-run
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,211 @@
+"""Configuration: `dr.yaml`, then environment variables, then flags; flags win.
+
+A wrong setting found half-way through an outage costs more than one found
+at start-up, so the whole configuration is validated before anything runs,
+unknown fields are refused (a typo must not silently fall back to a
+default), and every error names the file or variable, the field and what is
+wrong, with exit code 2. pydantic does the validation; this module only
+gathers the layers and words the errors.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+
+import pydantic
+import yaml
+
+from dr import errors
+
+DEFAULT_FILE: Final = "dr.yaml"
+MAX_FILE_BYTES: Final = 1024 * 1024  # a config file is a few KB; a bigger one is a mistake or an attack
+RUNBOOK: Final = "runbooks/README.md#configuration"
+
+# Environment variable → dotted field. Flags are passed by the CLI the same way.
+ENV_VARS: Final = {
+    "DR_STATE_DIR": "state_dir",
+    "DR_LOG_FORMAT": "log_format",
+    "DR_CLUSTER_NAME": "cluster.name",
+    "DR_PROVIDER": "cluster.provider",
+}
+
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)([dhms]))", re.IGNORECASE)
+_UNIT = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from ``90``, ``"90s"``, ``"15m"``, ``"1h30m"`` or ``"2d"``."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 90s, 15m or 1h30m")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str) and value.strip():
+        text = value.strip().replace(" ", "")
+        parts = _DURATION.findall(text)
+        if not parts or "".join(n + u for n, u in parts).lower() != text.lower():
+            raise ValueError(f"{value!r} is not a duration; use e.g. 90s, 15m or 1h30m")
+        seconds = sum(float(n) * _UNIT[u.lower()] for n, u in parts)
+    else:
+        raise ValueError("expected a duration such as 90s, 15m or 1h30m")
+    if seconds <= 0:
+        raise ValueError("a duration must be greater than zero")
+    return seconds
+
+
+Duration = Annotated[float, pydantic.BeforeValidator(parse_duration)]
+
+
+class _Model(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+
+class ClusterSettings(_Model):
+    """The cluster a recovery provisions or targets."""
+
+    name: str = pydantic.Field(default="platform", min_length=1, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    provider: Literal["sandbox", "kind", "k3s", "kubeconfig"] = "sandbox"
+    kubeconfig: Path | None = None
+    context: str | None = None
+
+
+class StepSettings(_Model):
+    """Per-step overrides of the step's own timeout and retry attempts."""
+
+    timeout: Duration | None = None
+    attempts: Annotated[int, pydantic.Field(ge=1, le=100)] | None = None
+
+
+class Config(_Model):
+    """The whole configuration; every field is documented in the README."""
+
+    state_dir: Path = Path(".dr")
+    log_format: Literal["auto", "console", "json"] = "auto"
+    cluster: ClusterSettings = ClusterSettings()
+    steps: dict[str, StepSettings] = {}
+
+    _source: Path | None = pydantic.PrivateAttr(default=None)
+
+    @property
+    def source(self) -> Path | None:
+        """The file this configuration was read from, if any."""
+        return self._source
+
+
+def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        child = tree.get(part)
+        if not isinstance(child, dict):
+            child = tree[part] = {}
+        tree = child
+    tree[leaf] = value
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise errors.ConfigError(
+                f"{path}: file is {size} bytes; a dr config is at most {MAX_FILE_BYTES}",
+                runbook=RUNBOOK,
+            )
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise errors.ConfigError(
+            f"{path}: config file not found",
+            hint="pass an existing file with --config or DR_CONFIG, or remove the setting to use defaults",
+            runbook=RUNBOOK,
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise errors.ConfigError(f"{path}: cannot read config file: {exc}", runbook=RUNBOOK) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        raise errors.ConfigError(
+            f"{path}: invalid YAML at {where}: {exc.problem}",
+            hint="fix the YAML syntax at that position",
+            runbook=RUNBOOK,
+        ) from exc
+    except yaml.YAMLError as exc:
+        raise errors.ConfigError(f"{path}: invalid YAML: {exc}", runbook=RUNBOOK) from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise errors.ConfigError(
+            f"{path}: the top level must be a mapping of settings, not a {type(data).__name__}",
+            runbook=RUNBOOK,
+        )
+    return data
+
+
+def _origin(loc: tuple[int | str, ...], origins: Mapping[str, str], default: str) -> str:
+    parts = [str(p) for p in loc]
+    for n in range(len(parts), 0, -1):
+        found = origins.get(".".join(parts[:n]))
+        if found:
+            return found
+    return default
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def load(
+    path: str | Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, tuple[str, Any]] | None = None,
+) -> Config:
+    """Read, merge and validate the configuration.
+
+    `path` is the ``--config`` flag; without it ``DR_CONFIG`` and then
+    ``./dr.yaml`` are tried (a missing ``./dr.yaml`` means defaults, a missing
+    file that was asked for is an error). `flags` maps a dotted field to
+    ``(flag name, value)``; ``None`` values are ignored.
+    """
+    environ = os.environ if env is None else env
+    chosen = path if path is not None else environ.get("DR_CONFIG") or None
+    file_path = Path(chosen) if chosen else Path(DEFAULT_FILE)
+    raw: dict[str, Any] = {}
+    source: Path | None = None
+    if chosen or file_path.exists():
+        raw = _read_file(file_path)
+        source = file_path
+    file_label = str(file_path) if source else "defaults"
+    origins: dict[str, str] = {}
+    for var, dotted in ENV_VARS.items():
+        if environ.get(var):
+            _set(raw, dotted, environ[var])
+            origins[dotted] = f"environment variable {var}"
+    for dotted, (flag, value) in (flags or {}).items():
+        if value is not None:
+            _set(raw, dotted, value)
+            origins[dotted] = f"option {flag}"
+    try:
+        config = Config.model_validate(raw)
+    except pydantic.ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False):
+            loc = tuple(err["loc"])
+            where = _origin(loc, origins, file_label)
+            message = "unknown field (check its spelling)" if err["type"] == "extra_forbidden" else err["msg"]
+            problems.append(f"{where}: field `{_field(loc)}`: {message}")
+        first, *rest = problems
+        more = "".join(f"\n  {p}" for p in rest)
+        raise errors.ConfigError(
+            first + more,
+            hint="fix the field named above; every field is listed in the README's Configuration section",
+            runbook=RUNBOOK,
+        ) from None
+    config._source = source
+    return config

@@ -1,0 +1,130 @@
+"""Plain-text views of plans, runs and errors for the terminal.
+
+Tables are plain, fixed-width and colourless so they read the same in a
+terminal, a pasted incident ticket and a CI log. JSON output (`--output
+json`) is built from the same data, not from these strings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from dr import errors, secret
+from dr.engine import checkpoints
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A left-aligned table; `None` cells print as empty."""
+    cells = [[("" if c is None else str(c)) for c in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    return "\n".join(lines)
+
+
+def seconds(value: float | None) -> str:
+    """A duration for people: 0.4s, 42s, 3m05s, 1h02m."""
+    if value is None:
+        return ""
+    if value < 10:
+        return f"{value:.1f}s"
+    total = round(value)
+    if total < 60:
+        return f"{total}s"
+    if total < 3600:
+        return f"{total // 60}m{total % 60:02d}s"
+    return f"{total // 3600}h{total % 3600 // 60:02d}m"
+
+
+def clock(stamp: str | None) -> str:
+    """``2026-12-01 07:01:02Z`` from a checkpoint timestamp."""
+    if not stamp:
+        return ""
+    return checkpoints.parse_timestamp(stamp).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def run_elapsed(run: checkpoints.RunRecord) -> float:
+    start = checkpoints.parse_timestamp(run.created_at)
+    end = checkpoints.parse_timestamp(run.ended_at) if run.ended_at else datetime.now(UTC)
+    return (end - start).total_seconds()
+
+
+def plan(rows: list[dict[str, Any]]) -> str:
+    body = table(
+        ("#", "STEP", "REQUIRES", "TIMEOUT", "END STATE (what check tests)"),
+        (
+            (r["position"], r["name"], ", ".join(r["requires"]) or "-", seconds(r["timeout_s"]), r["end_state"])
+            for r in rows
+        ),
+    )
+    return body + "\n\nRunbooks: runbooks/<step>.md; the manual procedure in plan order: runbooks/README.md"
+
+
+def run_status(run: checkpoints.RunRecord, holder: dict[str, Any] | None, *, advice: bool = True) -> str:
+    live = holder is not None and holder.get("run_id") == run.run_id
+    head = (
+        f"run {run.run_id}  plan {run.plan}  status {run.status}"
+        f"{' (in progress, pid ' + str(holder.get('pid')) + ')' if live and holder else ''}\n"
+        f"started {clock(run.created_at)} by {run.operator}, "
+        f"{'ended ' + clock(run.ended_at) + ', ' if run.ended_at else ''}elapsed {seconds(run_elapsed(run))}"
+    )
+    if run.params:
+        head += "\nparams " + " ".join(f"{k}={v}" for k, v in run.params.items())
+    if run.status == "running" and not live:
+        head += (
+            f"\nthe process that ran it is gone (crashed or killed); resume with: dr {run.plan} --resume {run.run_id}"
+        )
+    rows = []
+    for rec in run.steps.values():
+        note = rec.error["message"] if rec.error else (rec.note or "")
+        rows.append(
+            (
+                rec.name,
+                rec.state + (" (resumed)" if rec.resumed and rec.done else ""),
+                len(rec.attempts) or "",
+                clock(rec.started_at)[11:] if rec.started_at else "",
+                seconds(rec.duration_s) if rec.started_at else "",
+                seconds(rec.wait_s + rec.retry_wait_s) if rec.started_at else "",
+                note,
+            )
+        )
+    body = table(("STEP", "STATE", "ATTEMPTS", "STARTED", "DURATION", "WAITED", "NOTE"), rows)
+    tail = ""
+    failed = [r for r in run.steps.values() if r.state == "failed" and r.error and advice]
+    for rec in failed:
+        assert rec.error is not None
+        tail += f"\n{rec.name}: {rec.error['hint']}\n  runbook: {rec.error['runbook']}"
+    if advice and run.status in ("failed", "stopped"):
+        tail += f"\nresume with: dr {run.plan} --resume {run.run_id}"
+    return f"{head}\n\n{body}{tail}"
+
+
+def runs(records: Iterable[checkpoints.RunRecord | errors.CheckpointError]) -> str:
+    rows = []
+    for item in records:
+        if isinstance(item, errors.CheckpointError):
+            rows.append(("?", "?", "unreadable", "", "", "", str(item)))
+            continue
+        failed = ", ".join(n for n, r in item.steps.items() if r.state == "failed")
+        rows.append(
+            (
+                item.run_id,
+                item.plan,
+                item.status,
+                clock(item.created_at),
+                seconds(run_elapsed(item)),
+                item.operator,
+                failed,
+            )
+        )
+    if not rows:
+        return "no runs in this state dir"
+    return table(("RUN", "PLAN", "STATUS", "STARTED", "ELAPSED", "OPERATOR", "FAILED STEP"), rows)
+
+
+def error(exc: errors.DRError) -> str:
+    return f"error: {exc}\n  hint: {secret.redact_text(exc.hint)}\n  runbook: {exc.runbook}"

@@ -1,0 +1,140 @@
+"""The CLI through click's CliRunner: names, exit codes, JSON output, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner, Result
+
+from dr import __version__, cli
+from dr.recovery import steps
+
+SEVEN = ["cluster", "root-app", "argo-sync", "vault-unseal", "raft-restore", "eso-sync", "app-health"]
+
+
+def dr(*args: str) -> Result:
+    return CliRunner().invoke(cli.cli, list(args))
+
+
+def test_version_and_help() -> None:
+    """--version prints the version; --help lists the commands."""
+    assert f"dr, version {__version__}\n" == dr("--version").output
+    result = dr("--help")
+    assert 0 == result.exit_code
+    for command in ("plan", "recover", "status", "runs"):
+        assert command in result.output
+
+
+def test_python_dash_m_runs_the_same_cli() -> None:
+    """`python -m dr --version` works like the console script."""
+    out = subprocess.run([sys.executable, "-m", "dr", "--version"], capture_output=True, text=True, check=True)
+    assert f"dr, version {__version__}" == out.stdout.strip()
+
+
+def test_plan_lists_the_seven_steps_in_order() -> None:
+    """`dr plan -o json` gives the seven stable names, each requiring the one before."""
+    data = json.loads(dr("plan", "--output", "json").output)
+    assert SEVEN == [s["name"] for s in data["steps"]]
+    assert SEVEN == list(steps.NAMES)
+    assert [[]] + [[n] for n in SEVEN[:-1]] == [s["requires"] for s in data["steps"]]
+    assert all(s["end_state"] and s["runbook"] == f"runbooks/{s['name']}.md" for s in data["steps"])
+    text = dr("plan").output
+    assert "raft-restore  vault-unseal" in text
+
+
+def test_every_step_has_a_runbook() -> None:
+    """runbooks/<step>.md exists for each step, with the three sections operators rely on."""
+    root = Path(__file__).resolve().parents[1] / "runbooks"
+    for name in SEVEN:
+        text = (root / f"{name}.md").read_text()
+        for section in ("## What it does", "## See its state by hand", "## Finish it by hand"):
+            assert section in text, f"{name}.md lacks {section}"
+    index = (root / "README.md").read_text()
+    assert [index.index(f"{n}.md") for n in SEVEN] == sorted(index.index(f"{n}.md") for n in SEVEN)
+
+
+def test_recover_needs_a_cluster_mode() -> None:
+    """`dr recover` with neither --cluster nor --resume is a usage error (exit 2)."""
+    result = dr("recover")
+    assert 2 == result.exit_code
+    assert "give --cluster new|existing" in result.output
+
+
+def test_cluster_mode_and_provider_must_agree(tmp_path: Path) -> None:
+    """--cluster new with the kubeconfig provider, and existing with a creating one, are exit 2."""
+    for args, message in (
+        (["--cluster", "new", "--provider", "kubeconfig"], "--cluster new needs a provider"),
+        (["--cluster", "existing", "--provider", "kind"], "--cluster existing targets"),
+    ):
+        result = dr("recover", *args, "--state-dir", str(tmp_path / "s"))
+        assert 2 == result.exit_code
+        assert message in result.output
+        assert not (tmp_path / "s" / "lock").exists()
+
+
+def test_dry_run_changes_nothing() -> None:
+    """--dry-run prints the seven steps it would run and creates no state dir."""
+    result = dr("recover", "--cluster", "new", "--dry-run")
+    assert 0 == result.exit_code
+    for name in SEVEN:
+        assert name in result.output
+    assert "provider=sandbox" in result.output
+    assert not Path(".dr").exists()
+
+
+def test_real_run_fails_loudly_on_an_unimplemented_step() -> None:
+    """A real recovery stops at `cluster` with "not implemented yet", exit 1, and a resumable checkpoint."""
+    result = dr("--log-format", "console", "recover", "--cluster", "new", "--provider", "sandbox")
+    assert 1 == result.exit_code
+    assert "error: step cluster is not implemented yet" in result.stderr
+    assert "runbook: runbooks/cluster.md" in result.stderr
+    assert "resume with: dr recover --resume " in result.stderr
+    assert 0o700 == Path(".dr").stat().st_mode & 0o777
+    runs = json.loads(dr("runs", "-o", "json").output)["runs"]
+    assert [("recover", "failed", ["cluster"])] == [(r["plan"], r["status"], r["failed_steps"]) for r in runs]
+    run_id = runs[0]["run_id"]
+    status = json.loads(dr("status", "-o", "json").output)
+    assert (run_id, False) == (status["run_id"], status["live"])
+    assert ["failed"] + ["pending"] * 6 == [status["steps"][n]["state"] for n in SEVEN]
+    assert "NotImplementedYet" == status["steps"]["cluster"]["error"]["type"]
+    preview = dr("recover", "--resume", run_id, "--dry-run").output
+    assert "re-enter through check()" in preview
+
+
+def test_resume_with_another_provider_is_refused() -> None:
+    """Resuming a run with a different --provider than it started with is exit 2."""
+    dr("recover", "--cluster", "new", "--provider", "sandbox")
+    run_id = json.loads(dr("runs", "-o", "json").output)["runs"][0]["run_id"]
+    result = dr("recover", "--resume", run_id, "--provider", "kind")
+    assert 2 == result.exit_code
+    assert "started with provider='sandbox', not 'kind'" in result.output
+
+
+def test_status_errors_are_clear() -> None:
+    """status with no runs, or an unknown id, is exit 2 with a hint; never a traceback."""
+    empty = dr("status")
+    assert (2, True) == (empty.exit_code, "no runs in state dir" in empty.output)
+    unknown = dr("status", "20990101T000000Z-abcdef")
+    assert 2 == unknown.exit_code
+    assert "list run ids with `dr runs`" in unknown.output
+
+
+def test_json_log_format_gives_json_lines() -> None:
+    """--log-format json: every stderr line is a JSON object, including the final error."""
+    result = dr("--log-format", "json", "recover", "--cluster", "new")
+    lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    events = [e["event"] for e in lines]
+    assert ["run_started", "step_started", "step_failed", "run_finished", "command_failed"] == events
+    assert lines[-1]["resume"].startswith("dr recover --resume ")
+    assert all(e.get("timestamp", "x").endswith("Z") for e in lines[:-1])
+
+
+def test_state_dir_from_environment() -> None:
+    """DR_STATE_DIR chooses the state dir when --state-dir is absent."""
+    result = CliRunner().invoke(cli.cli, ["recover", "--cluster", "new"], env={"DR_STATE_DIR": "elsewhere"})
+    assert 1 == result.exit_code
+    assert Path("elsewhere/runs").is_dir()
+    assert not Path(".dr").exists()
