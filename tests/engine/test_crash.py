@@ -82,12 +82,13 @@ def test_sigkill_inside_a_step_is_resumable(tmp_path: Path, where: str, name: st
     assert rec.runs == (1 if where == "in" else 2)
 
 
-def test_sigterm_stops_at_a_safe_point_and_resumes(tmp_path: Path) -> None:
-    """SIGTERM while a step waits: exit 130, step interrupted, checkpoint says stopped; resume completes."""
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_stops_at_a_safe_point_and_resumes(tmp_path: Path, sig: signal.Signals) -> None:
+    """SIGTERM or SIGINT while a step waits: exit 130, step interrupted, run stopped; resume completes."""
     state, work = tmp_path / "state", tmp_path / "work"
     proc = toy.spawn_gated(state, work, "c")
     try:
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         _, err = proc.communicate(timeout=20)
     finally:
         proc.kill()

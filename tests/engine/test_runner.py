@@ -90,6 +90,21 @@ def test_transient_errors_are_retried_and_recorded(tmp_path: Path) -> None:
     assert [1, 2] == [e["attempt"] for e in logs if e["event"] == "step_retrying"]
 
 
+def test_retry_after_from_the_server_is_honoured(tmp_path: Path) -> None:
+    """A TransientError carrying retry_after waits at least that long, even when the back-off is shorter."""
+    fails = iter([errors.TransientError("429 Too Many Requests", retry_after=0.3), None])
+
+    def throttled(_: step.StepContext) -> None:
+        exc = next(fails)
+        if exc:
+            raise exc
+
+    r, store = make(tmp_path, FnStep("a", run=throttled))
+    rec = store.load(r.start().run_id).steps["a"]
+    assert rec.retry_wait_s >= 0.3
+    assert rec.attempts[0].retry_wait_s >= 0.3
+
+
 def test_exhausted_retries_fail_the_step_and_block_dependents(tmp_path: Path) -> None:
     """A step that keeps failing transiently gives up after its attempts; later steps never start."""
 
