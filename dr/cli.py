@@ -18,6 +18,7 @@ import click
 from dr import __version__, errors, logs, secret, views
 from dr import config as config_mod
 from dr.engine import checkpoints, locks
+from dr.ops import vault as vault_ops
 from dr.recovery import recover as recover_mod
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -225,6 +226,59 @@ def runs_cmd(app: App, state_dir: str | None, output: str) -> None:
         for i in items
     ]
     _emit({"runs": data}, views.runs(items), output)
+
+
+def address_option(func: F) -> F:
+    return click.option(
+        "--address",
+        "addresses",
+        multiple=True,
+        metavar="URL",
+        help="A Vault node's API address; repeat for each node [default: vault.addresses, BAO_ADDR, VAULT_ADDR].",
+    )(func)
+
+
+@cli.group("vault")
+def vault_group() -> None:
+    """Vault/OpenBao: status of every node, and unseal with shares from a key source."""
+
+
+@vault_group.command("status")
+@address_option
+@output_option
+@click.pass_context
+def vault_status_cmd(ctx: click.Context, addresses: tuple[str, ...], output: str) -> None:
+    """Every node's seal and HA state, Raft peers and autopilot; exit 0 only when healthy."""
+    app: App = ctx.obj
+    health = vault_ops.status(app.load(), addresses=addresses)
+    _emit(health.to_dict(), views.vault_health(health), output)
+    ctx.exit(errors.EXIT_OK if health.healthy else errors.EXIT_FAILED)
+
+
+@vault_group.command("unseal")
+@address_option
+@click.option("--all", "all_nodes", is_flag=True, help="Unseal every configured node, not only the first.")
+@click.option(
+    "--key-file",
+    "key_files",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="A file holding one unseal share (mode 0600); repeat for each share.",
+)
+@output_option
+@click.pass_obj
+def vault_unseal_cmd(
+    app: App, addresses: tuple[str, ...], all_nodes: bool, key_files: tuple[str, ...], output: str
+) -> None:
+    """Unseal nodes with shares from --key-file or the configured key source."""
+    results = vault_ops.unseal(app.load(), addresses=addresses, all_nodes=all_nodes, key_files=key_files)
+    rows = [
+        (address, "unsealed" if not st.sealed else "sealed", f"{st.threshold}/{st.shares}", st.version)
+        for address, st in results
+    ]
+    data = {"nodes": [{"address": a, "sealed": st.sealed, "t": st.threshold, "n": st.shares} for a, st in results]}
+    _emit(data, views.table(("ADDRESS", "STATE", "T/N", "VERSION"), rows), output)
 
 
 def main() -> None:

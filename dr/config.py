@@ -72,6 +72,51 @@ class ClusterSettings(_Model):
     context: str | None = None
 
 
+class VaultSettings(_Model):
+    """How to reach the Vault/OpenBao nodes, and the share settings of a new cluster's init."""
+
+    addresses: list[Annotated[str, pydantic.Field(pattern=r"^https?://[^\s/]+(/.*)?$")]] = []
+    ca_cert: Path | None = None
+    timeout: Duration = 30.0
+    snapshot_timeout: Duration = 3600.0
+    shares: Annotated[int, pydantic.Field(ge=1, le=255)] = 5
+    threshold: Annotated[int, pydantic.Field(ge=1, le=255)] = 3
+
+    @pydantic.model_validator(mode="after")
+    def _threshold_fits(self) -> VaultSettings:
+        if self.threshold > self.shares:
+            raise ValueError(f"threshold {self.threshold} is more than shares {self.shares}")
+        return self
+
+
+KeySourceName = Literal["files", "env", "prompt", "stdin", "aws-secretsmanager", "aws-ssm"]
+
+
+class KeysSettings(_Model):
+    """Where the ORIGINAL cluster's unseal shares and an optional DR token come from."""
+
+    source: KeySourceName | None = None
+    files: list[Path] = []
+    token_file: Path | None = None
+    env_prefix: str = pydantic.Field(default="DR_UNSEAL_KEY_", min_length=1)
+    token_env: str = pydantic.Field(default="DR_VAULT_TOKEN", min_length=1)
+    custodians: list[Annotated[str, pydantic.Field(min_length=1)]] = []
+    shares_per_custodian: Annotated[int, pydantic.Field(ge=1, le=255)] = 1
+    prompt_token: bool = False
+    aws_secret_id: str | None = None
+    aws_parameter_path: Annotated[str, pydantic.Field(pattern=r"^/")] | None = None
+    aws_region: str | None = None
+    aws_endpoint_url: str | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _source_has_what_it_needs(self) -> KeysSettings:
+        if self.source == "aws-secretsmanager" and not self.aws_secret_id:
+            raise ValueError("source aws-secretsmanager needs aws_secret_id")
+        if self.source == "aws-ssm" and not self.aws_parameter_path:
+            raise ValueError("source aws-ssm needs aws_parameter_path")
+        return self
+
+
 class StepSettings(_Model):
     """Per-step overrides of the step's own timeout and retry attempts."""
 
@@ -85,6 +130,8 @@ class Config(_Model):
     state_dir: Path = Path(".dr")
     log_format: Literal["auto", "console", "json"] = "auto"
     cluster: ClusterSettings = ClusterSettings()
+    vault: VaultSettings = VaultSettings()
+    keys: KeysSettings = KeysSettings()
     steps: dict[str, StepSettings] = {}
 
     _source: Path | None = pydantic.PrivateAttr(default=None)
@@ -93,6 +140,23 @@ class Config(_Model):
     def source(self) -> Path | None:
         """The file this configuration was read from, if any."""
         return self._source
+
+
+def vault_addresses(config: Config, env: Mapping[str, str] | None = None) -> list[str]:
+    """Configured node addresses, else `BAO_ADDR`, else `VAULT_ADDR` (the ecosystem's conventions)."""
+    environ = os.environ if env is None else env
+    if config.vault.addresses:
+        return list(config.vault.addresses)
+    single = environ.get("BAO_ADDR") or environ.get("VAULT_ADDR")
+    return [single] if single else []
+
+
+def vault_ca_cert(config: Config, env: Mapping[str, str] | None = None) -> str | None:
+    """`vault.ca_cert`, else `BAO_CACERT`, else `VAULT_CACERT`."""
+    environ = os.environ if env is None else env
+    if config.vault.ca_cert:
+        return str(config.vault.ca_cert)
+    return environ.get("BAO_CACERT") or environ.get("VAULT_CACERT") or None
 
 
 def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:

@@ -11,6 +11,8 @@ type whether to retry, and only the CLI turns it into an exit code::
     │   ├── VerificationError    exit 1   a step ran but its end state is not proven
     │   ├── DeadlineExceeded     exit 1   a wait or a step ran out of time
     │   ├── CheckpointError      exit 1   a checkpoint cannot be read or written
+    │   ├── SnapshotError        exit 1   a snapshot is incomplete, corrupt or not a Raft snapshot
+    │   ├── SealConfigStale      exit 1   a Vault node caches the seal config of before a restore
     │   └── PlanError            exit 1   a plan that cannot run (cycle, unknown step)
     ├── ConfigError              exit 2   bad configuration, flags or input
     ├── LockHeldError            exit 3   another run holds the state dir
@@ -125,6 +127,16 @@ class CheckpointError(PermanentError):
     """A checkpoint cannot be read or written."""
 
     default_hint = "check the state dir's disk space and permissions; the last good checkpoint is kept"
+
+
+class SnapshotError(PermanentError):
+    """A snapshot that must not be trusted: incomplete, corrupt, or not a Raft snapshot."""
+
+    default_hint = "do not restore it; take a new snapshot or choose an older verified one"
+
+
+class SealConfigStale(PermanentError):
+    """A restored Vault node still has the pre-restore seal configuration: restart it, then unseal."""
 
 
 class PlanError(PermanentError):

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dr import errors, secret
+from dr.adapters import vault
 from dr.engine import checkpoints
 
 
@@ -128,3 +129,47 @@ def runs(records: Iterable[checkpoints.RunRecord | errors.CheckpointError]) -> s
 
 def error(exc: errors.DRError) -> str:
     return f"error: {exc}\n  hint: {secret.redact_text(exc.hint)}\n  runbook: {exc.runbook}"
+
+
+def vault_health(health: vault.ClusterHealth) -> str:
+    """`dr vault status`: one row per node, then Raft peers, autopilot and the verdict."""
+
+    def yes(value: bool | None) -> str:
+        return "" if value is None else ("yes" if value else "no")
+
+    rows = []
+    for node in health.nodes:
+        seal = node.seal
+        rows.append(
+            (
+                node.address,
+                node.role,
+                yes(seal.initialized if seal else None),
+                yes(seal.sealed if seal else None),
+                f"{seal.threshold}/{seal.shares}" if seal and seal.initialized else "",
+                seal.progress if seal and seal.sealed else "",
+                seal.version if seal else "",
+            )
+        )
+    lines = [table(("ADDRESS", "ROLE", "INIT", "SEALED", "T/N", "PROGRESS", "VERSION"), rows), ""]
+    if health.peers is None:
+        lines.append("raft peers: not read (no token: set VAULT_TOKEN or BAO_TOKEN)")
+        lines.append("autopilot: not checked (no token)")
+    else:
+        peers = ", ".join(
+            f"{p.get('node_id')} ({'leader' if p.get('leader') else 'voter' if p.get('voter') else 'non-voter'}) "
+            f"{p.get('address')}"
+            for p in health.peers
+        )
+        lines.append(f"raft peers: {peers}")
+        auto = health.autopilot or {}
+        lines.append(
+            f"autopilot: {'healthy' if auto.get('healthy') else 'unhealthy'}, "
+            f"failure tolerance {auto.get('failure_tolerance')}"
+        )
+    if health.healthy:
+        lines.append("cluster: healthy")
+    else:
+        lines.append("cluster: NOT healthy")
+        lines += [f"  - {p}" for p in health.problems]
+    return "\n".join(lines)

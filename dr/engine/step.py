@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from dr import errors, logs, secret
-from dr.engine import waiting
+from dr import errors, logs, secret, waiting
 
 T = TypeVar("T")
 

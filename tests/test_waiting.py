@@ -6,8 +6,7 @@ import threading
 
 import pytest
 
-from dr import errors
-from dr.engine import waiting
+from dr import errors, waiting
 
 
 class FakeTime:

