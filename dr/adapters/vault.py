@@ -76,7 +76,7 @@ def mapped(address: str, action: str, *, runbook: str | None = None) -> Iterator
         raise errors.TransientError(f"{address}: {action} timed out", runbook=runbook) from exc
     except requests.exceptions.SSLError as exc:
         raise errors.PermanentError(
-            f"{address}: TLS verification failed during {action}: {exc}",
+            f"{address}: TLS verification failed during {action} (give the CA: VAULT_CACERT or vault.ca_cert)",
             hint="pass the Vault CA with VAULT_CACERT (or vault.ca_cert in dr.yaml)",
             runbook=runbook,
         ) from exc
@@ -425,7 +425,7 @@ class VaultNode:
         A standby answers 204, fails in the background and seals itself, so
         the role is checked first and a standby is refused before anything
         is sent. The restore then runs in the background: see
-        `VaultCluster.await_restore`.
+        `VaultCluster.restore`. `source` is consumed: to retry, reopen it.
         """
         leader = self.leader()
         if not leader.get("is_self"):
@@ -435,8 +435,14 @@ class VaultNode:
                 hint="send the restore to the active node only; a standby would fail and seal itself",
                 runbook=RUNBOOK_RESTORE,
             )
-        with mapped(self.address, "force-restoring a Raft snapshot", runbook=RUNBOOK_RESTORE):
-            self._call("POST", "/v1/sys/storage/raft/snapshot-force", data=source, timeout=self.snapshot_timeout)
+        try:
+            with mapped(self.address, "force-restoring a Raft snapshot", runbook=RUNBOOK_RESTORE):
+                self._call("POST", "/v1/sys/storage/raft/snapshot-force", data=source, timeout=self.snapshot_timeout)
+        except errors.TransientError as exc:
+            # The server answers 500 when the archive fails its own SHA256SUMS check: not worth a retry.
+            if "integrity" in exc.message or "hash check failed" in exc.message:
+                raise errors.SnapshotError(exc.message, runbook=RUNBOOK_RESTORE) from exc
+            raise
         log.info("vault_restore_sent", address=self.address)
 
     # -- tokens -------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -24,6 +25,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from dr.sandbox import tls as tls_mod
 
 
 class BaoNotFound(RuntimeError):
@@ -58,9 +61,11 @@ class BaoNode:
     root: Path
     process: subprocess.Popen[bytes] | None = None
 
+    scheme: str = "http"
+
     @property
     def address(self) -> str:
-        return f"http://{self.host}:{self.api_port}"
+        return f"{self.scheme}://{self.host}:{self.api_port}"
 
     @property
     def data_dir(self) -> Path:
@@ -89,6 +94,7 @@ class BaoNode:
 class BaoCluster:
     """A Raft cluster of `size` OpenBao nodes under `root`.
 
+    With `tls`, every listener serves https with a certificate from that CA.
     `retry_join=False` leaves joining to an explicit `sys/storage/raft/join`.
     `generate_root=True` turns the unauthenticated generate-root endpoints
     back on (`disable_unauthed_generate_root_endpoints = false`; off by
@@ -99,14 +105,24 @@ class BaoCluster:
     size: int = 1
     generate_root: bool = False
     retry_join: bool = True
+    tls: tls_mod.CertificateAuthority | None = None
     host: str = "127.0.0.1"
     nodes: list[BaoNode] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
         if not self.nodes:
+            scheme = "https" if self.tls else "http"
             self.nodes = [
-                BaoNode(f"node-{i}", self.host, free_port(self.host), free_port(self.host), self.root / f"node-{i}")
+                BaoNode(
+                    f"node-{i}",
+                    self.host,
+                    free_port(self.host),
+                    free_port(self.host),
+                    self.root / f"node-{i}",
+                    None,
+                    scheme,
+                )
                 for i in range(self.size)
             ]
 
@@ -121,12 +137,19 @@ class BaoCluster:
             if peer is not node
         )
         generate_root = "  disable_unauthed_generate_root_endpoints = false\n" if self.generate_root else ""
+        if self.tls is not None:
+            pair = self.tls.issue(node.node_id, hosts=[node.host, "localhost"])
+            retry_ca = f'    leader_ca_cert_file = "{self.tls.cert_path}"\n'
+            joins = joins.replace("  }\n", retry_ca + "  }\n")
+            listener_tls = f'  tls_cert_file = "{pair.cert}"\n  tls_key_file = "{pair.key}"\n'
+        else:
+            listener_tls = "  tls_disable = true\n"
         # performance_multiplier = 1 shortens elections from ~5 s to ~1 s; 0 would mean the default.
         return (
             f'storage "raft" {{\n  path = "{node.data_dir}"\n  node_id = "{node.node_id}"\n'
             f"  performance_multiplier = 1\n{joins}}}\n"
             f'listener "tcp" {{\n  address = "{node.host}:{node.api_port}"\n'
-            f'  cluster_address = "{node.host}:{node.cluster_port}"\n  tls_disable = true\n{generate_root}}}\n'
+            f'  cluster_address = "{node.host}:{node.cluster_port}"\n{listener_tls}{generate_root}}}\n'
             f'api_addr = "{node.address}"\n'
             f'cluster_addr = "https://{node.host}:{node.cluster_port}"\n'
             'ui = false\nlog_level = "info"\n'
@@ -163,7 +186,9 @@ class BaoCluster:
                     raise RuntimeError(f"bao {node.node_id} exited:\n{node.log_tail()}")
                 try:
                     # The address is ours: http on loopback.
-                    with urllib.request.urlopen(f"{node.address}/v1/sys/seal-status", timeout=1):  # noqa: S310
+                    with urllib.request.urlopen(  # noqa: S310
+                        f"{node.address}/v1/sys/seal-status", timeout=1, context=self._ssl_context()
+                    ):
                         break
                 except urllib.error.HTTPError:
                     break
@@ -172,6 +197,9 @@ class BaoCluster:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"bao {node.node_id} did not listen on {node.address}:\n{node.log_tail()}")
                 time.sleep(0.05)
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        return ssl.create_default_context(cafile=str(self.tls.cert_path)) if self.tls else None
 
     def kill(self, index: int) -> None:
         """SIGKILL one node (a pod crash): its Raft data stays on disk."""

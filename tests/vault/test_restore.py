@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +23,21 @@ def snapshot(original: Original, tmp_path_factory: pytest.TempPathFactory) -> Pa
     with path.open("wb") as out:
         original.cluster.active().with_token(original.token).snapshot(out)
     return path
+
+
+def tampered(data: bytes) -> bytes:
+    """The same archive, well-formed gzip and tar, with one byte of state.bin changed."""
+    members: list[tuple[tarfile.TarInfo, bytes]] = []
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        for m in tar.getmembers():
+            members.append((m, tar.extractfile(m).read()))  # type: ignore[union-attr]
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+        for info, content in members:
+            if info.name == "state.bin":
+                content = content[:-1] + bytes([content[-1] ^ 1])
+            tar.addfile(info, io.BytesIO(content))
+    return out.getvalue()
 
 
 def assert_reported_as_the_servers_say(states: list[vault.NodeState], target: vault.VaultCluster) -> None:
@@ -104,9 +120,13 @@ def test_foreign_snapshot_restore_with_other_share_settings(
 def test_foreign_snapshot_restore_with_the_same_share_settings(
     original: Original, snapshot: Path, make_bao: Callable[..., bao.BaoCluster]
 ) -> None:
-    """Into B initialised 5/3 like A: after the restore A's shares unseal without a restart."""
+    """Into B initialised 5/3 like A: a tampered snapshot is refused even forced; A's shares unseal the real one."""
     procs = make_bao(1)
-    target, _ = init_and_unseal(procs, 5, 3)
+    target, b_init = init_and_unseal(procs, 5, 3)
+    # snapshot-force skips only the seal check: the SHA256SUMS integrity check still runs on the server.
+    with pytest.raises(errors.SnapshotError, match=r'hash check failed for "state\.bin"'):
+        target.nodes[0].with_token(b_init.root_token).force_restore(io.BytesIO(tampered(snapshot.read_bytes())))
+    assert not target.nodes[0].seal_status().sealed
     with snapshot.open("rb") as stream:
         states = target.restore(stream)
     assert_reported_as_the_servers_say(states, target)

@@ -6,18 +6,20 @@ import base64
 import hashlib
 import io
 import os
+import subprocess
 import tarfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import hvac
 import pytest
 import requests
 
-from dr import errors
-from dr.adapters import raft_archive
+from dr import errors, secret
+from dr.adapters import raft_archive, vault
 from dr.sandbox import bao
-from tests.vault.conftest import Original, init_and_unseal
+from tests.vault.conftest import Original, init_and_unseal, remember
 
 
 @pytest.fixture(scope="module")
@@ -123,3 +125,46 @@ def test_a_stream_cut_by_the_server_dying_is_rejected(make_bao: Callable[..., ba
     with pytest.raises((errors.SnapshotError, errors.TransientError)) as info:
         node.snapshot(KillAfterFirstChunk(), chunk_size=1024)
     assert any(word in str(info.value) for word in ("truncated", "cut off", "cannot connect", "failed"))
+
+
+def test_dev_server_has_no_snapshot_endpoint(tmp_path: Path) -> None:
+    """`bao server -dev` keeps data in memory: the snapshot path is unsupported, hence Raft in every test."""
+    port = bao.free_port()
+    with (tmp_path / "dev.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                bao.find_bao(),
+                "server",
+                "-dev",
+                f"-dev-listen-address=127.0.0.1:{port}",
+                "-dev-root-token-id=dev-root-x",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)},
+        )
+    remember("dev-root-x")
+    try:
+        node = vault.VaultNode(f"http://127.0.0.1:{port}", token=secret.Secret("dev-root-x"))
+        for _ in range(100):
+            if node.state().role == "active":
+                break
+            time.sleep(0.05)
+        with pytest.raises(errors.PermanentError, match="unsupported path"):
+            node.snapshot(io.BytesIO())
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_snapshot_needs_only_read_on_its_path(original: Original) -> None:
+    """A token whose policy reads sys/storage/raft/snapshot can take one, and nothing else."""
+    admin = original.hvac()
+    admin.sys.create_or_update_policy("snapshot-only", 'path "sys/storage/raft/snapshot" { capabilities = ["read"] }')
+    token = secret.Secret(admin.auth.token.create(policies=["snapshot-only"], ttl="10m")["auth"]["client_token"])
+    remember(token)
+    node = original.cluster.active().with_token(token)
+    info = node.snapshot(io.BytesIO())
+    assert info.index > 0
+    with pytest.raises(errors.PermanentError, match="permission denied"):
+        node.raft_peers()
