@@ -7,10 +7,12 @@ configuration, 3 lock held, 130 stopped by a signal (resumable).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import click
@@ -20,6 +22,8 @@ from dr import config as config_mod
 from dr.engine import checkpoints, locks
 from dr.ops import vault as vault_ops
 from dr.recovery import recover as recover_mod
+from dr.snapshots import schedule as snapshot_schedule
+from dr.snapshots import service as snapshot_service
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -279,6 +283,195 @@ def vault_unseal_cmd(
     ]
     data = {"nodes": [{"address": a, "sealed": st.sealed, "t": st.threshold, "n": st.shares} for a, st in results]}
     _emit(data, views.table(("ADDRESS", "STATE", "T/N", "VERSION"), rows), output)
+
+
+def store_options(func: F) -> F:
+    func = click.option(
+        "--s3-endpoint",
+        default=None,
+        metavar="URL",
+        help="Endpoint of an S3-compatible service [config snapshots.s3_endpoint].",
+    )(func)
+    func = click.option(
+        "--cluster",
+        "cluster_name",
+        default=None,
+        metavar="NAME",
+        help="Cluster name: snapshots live under <store>/<cluster>/ [config cluster.name].",
+    )(func)
+    return click.option(
+        "--store",
+        default=None,
+        metavar="URL",
+        help="file:///path, a path, or s3://bucket/prefix [env DR_STORE; default ./snapshots].",
+    )(func)
+
+
+def _store_config(app: App, store: str | None, cluster_name: str | None, s3_endpoint: str | None) -> config_mod.Config:
+    return app.load(
+        **{
+            "snapshots.store": ("--store", store),
+            "cluster.name": ("--cluster", cluster_name),
+            "snapshots.s3_endpoint": ("--s3-endpoint", s3_endpoint),
+        }
+    )
+
+
+COUNT = click.IntRange(min=0)
+
+
+@cli.group("snapshot")
+def snapshot_group() -> None:
+    """Vault Raft snapshots: save, list, show, verify, prune, schedule."""
+
+
+@snapshot_group.command("save")
+@store_options
+@click.option("--prune", "prune_after", is_flag=True, help="Apply the retention policy after a successful save.")
+@output_option
+@click.pass_obj
+def snapshot_save_cmd(
+    app: App, store: str | None, cluster_name: str | None, s3_endpoint: str | None, prune_after: bool, output: str
+) -> None:
+    """Stream a snapshot from the active Vault node into the store; commit it only when complete."""
+    config = _store_config(app, store, cluster_name, s3_endpoint)
+    saved, pruned = snapshot_service.save_now(config, prune_after=prune_after)
+    m = saved.manifest
+    took = views.seconds(saved.duration_s)
+    text = f"saved {m.id}: {m.size} bytes, sha256 {m.sha256}, Raft index {m.raft_index}, in {took}"
+    if pruned is not None:
+        text += "\n" + views.prune(pruned)
+    _emit(
+        {
+            "manifest": dataclasses.asdict(m),
+            "duration_s": saved.duration_s,
+            "pruned": dataclasses.asdict(pruned) if pruned else None,
+        },
+        text,
+        output,
+    )
+
+
+@snapshot_group.command("list")
+@store_options
+@output_option
+@click.pass_obj
+def snapshot_list_cmd(
+    app: App, store: str | None, cluster_name: str | None, s3_endpoint: str | None, output: str
+) -> None:
+    """Committed snapshots, newest first, with size, age and verification state; orphans apart."""
+    config = _store_config(app, store, cluster_name, s3_endpoint)
+    entries, orphans, problems = snapshot_service.open_catalogue(config, read_only=True).scan()
+    data = {
+        "snapshots": [e.to_dict() for e in entries],
+        "problems": problems,
+        "orphans": [{"key": o.key, "size": o.size, "modified": o.modified.isoformat()} for o in orphans],
+    }
+    _emit(data, views.snapshots(entries, orphans, problems), output)
+
+
+@snapshot_group.command("show")
+@click.argument("snapshot_id", metavar="ID|latest")
+@store_options
+@output_option
+@click.pass_obj
+def snapshot_show_cmd(
+    app: App, snapshot_id: str, store: str | None, cluster_name: str | None, s3_endpoint: str | None, output: str
+) -> None:
+    """One snapshot's manifest and latest verification."""
+    config = _store_config(app, store, cluster_name, s3_endpoint)
+    entry = snapshot_service.open_catalogue(config, read_only=True).get(snapshot_id)
+    data = entry.to_dict()
+    _emit(data, "\n".join(f"{k}: {v}" for k, v in data.items()), output)
+
+
+@snapshot_group.command("verify")
+@click.argument("snapshot_id", metavar="ID|latest")
+@click.option(
+    "--restore-test",
+    is_flag=True,
+    help="Also restore into a throwaway local OpenBao with the original shares and read the canary.",
+)
+@store_options
+@output_option
+@click.pass_context
+def snapshot_verify_cmd(
+    ctx: click.Context,
+    snapshot_id: str,
+    restore_test: bool,
+    store: str | None,
+    cluster_name: str | None,
+    s3_endpoint: str | None,
+    output: str,
+) -> None:
+    """Check a snapshot's checksum and archive; exit 1 with what failed."""
+    app: App = ctx.obj
+    config = _store_config(app, store, cluster_name, s3_endpoint)
+    entry, result = snapshot_service.verify_now(config, snapshot_id, restore_test=restore_test)
+    text = f"{entry.manifest.id}: {'OK' if result.ok else 'FAILED'}: {result.detail}"
+    _emit({"id": entry.manifest.id, **dataclasses.asdict(result)}, text, output)
+    if not result.ok:
+        ctx.exit(errors.EXIT_FAILED)
+
+
+@snapshot_group.command("prune")
+@click.option(
+    "--keep-last", type=click.IntRange(min=0), default=None, help="Keep the N newest [config snapshots.keep_last]."
+)
+@click.option("--keep-daily", type=click.IntRange(min=0), default=None, help="Keep the newest of the last N days.")
+@click.option(
+    "--keep-weekly", type=click.IntRange(min=0), default=None, help="Keep the newest of the last N ISO weeks."
+)
+@click.option("--keep-monthly", type=click.IntRange(min=0), default=None, help="Keep the newest of the last N months.")
+@click.option("--dry-run", is_flag=True, help="Print what would be removed; remove nothing.")
+@store_options
+@output_option
+@click.pass_context
+def snapshot_prune_cmd(
+    ctx: click.Context,
+    keep_last: int | None,
+    keep_daily: int | None,
+    keep_weekly: int | None,
+    keep_monthly: int | None,
+    dry_run: bool,
+    store: str | None,
+    cluster_name: str | None,
+    s3_endpoint: str | None,
+    output: str,
+) -> None:
+    """Remove snapshots outside the retention policy; never the newest good one, never a young one."""
+    app: App = ctx.obj
+    config = _store_config(app, store, cluster_name, s3_endpoint)
+    rules = snapshot_service.policy(
+        config, keep_last=keep_last, keep_daily=keep_daily, keep_weekly=keep_weekly, keep_monthly=keep_monthly
+    )
+    result = snapshot_service.prune(snapshot_service.open_catalogue(config), rules, dry_run=dry_run)
+    _emit(dataclasses.asdict(result), views.prune(result), output)
+    if result.failed:
+        ctx.exit(errors.EXIT_FAILED)
+
+
+@snapshot_group.command("schedule")
+@click.option("--cron", required=True, help='Five-field schedule in UTC, e.g. "0 2 * * *".')
+@click.option(
+    "--output",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Write a kustomization directory here instead of printing YAML.",
+)
+@click.pass_obj
+def snapshot_schedule_cmd(app: App, cron: str, out_dir: str | None) -> None:
+    """Render the nightly snapshot CronJob, its RBAC and its alerts (PrometheusRule)."""
+    rendered = snapshot_schedule.render(app.load(), cron)
+    if out_dir is None:
+        click.echo("---\n".join(text for name, text in sorted(rendered.items()) if name != "kustomization.yaml"))
+        return
+    target = Path(out_dir)
+    target.mkdir(parents=True, exist_ok=True)
+    for name, text in rendered.items():
+        (target / name).write_text(text)
+    click.echo(f"wrote {len(rendered)} files to {target} (add it to a kustomization in the platform repo)")
 
 
 def main() -> None:

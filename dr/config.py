@@ -31,6 +31,7 @@ ENV_VARS: Final = {
     "DR_LOG_FORMAT": "log_format",
     "DR_CLUSTER_NAME": "cluster.name",
     "DR_PROVIDER": "cluster.provider",
+    "DR_STORE": "snapshots.store",
 }
 
 _DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)([dhms]))", re.IGNORECASE)
@@ -72,6 +73,25 @@ class ClusterSettings(_Model):
     context: str | None = None
 
 
+class VaultAuthSettings(_Model):
+    """How a non-interactive run (the snapshot CronJob) gets a Vault token."""
+
+    method: Literal["token", "kubernetes", "approle"] = "token"
+    role: str | None = None
+    mount: str | None = None
+    jwt_file: Path = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+    role_id_file: Path | None = None
+    secret_id_file: Path | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _method_has_what_it_needs(self) -> VaultAuthSettings:
+        if self.method == "kubernetes" and not self.role:
+            raise ValueError("method kubernetes needs role")
+        if self.method == "approle" and not (self.role_id_file and self.secret_id_file):
+            raise ValueError("method approle needs role_id_file and secret_id_file")
+        return self
+
+
 class VaultSettings(_Model):
     """How to reach the Vault/OpenBao nodes, and the share settings of a new cluster's init."""
 
@@ -81,6 +101,7 @@ class VaultSettings(_Model):
     snapshot_timeout: Duration = 3600.0
     shares: Annotated[int, pydantic.Field(ge=1, le=255)] = 5
     threshold: Annotated[int, pydantic.Field(ge=1, le=255)] = 3
+    auth: VaultAuthSettings = VaultAuthSettings()
 
     @pydantic.model_validator(mode="after")
     def _threshold_fits(self) -> VaultSettings:
@@ -117,6 +138,35 @@ class KeysSettings(_Model):
         return self
 
 
+class SnapshotSettings(_Model):
+    """Where snapshots go, how long they are kept, and how the nightly job reports."""
+
+    store: str = "./snapshots"
+    s3_endpoint: str | None = None
+    s3_region: str | None = None
+    s3_sse: Literal["AES256", "aws:kms"] | None = None
+    s3_kms_key_id: str | None = None
+    s3_object_lock_days: Annotated[int, pydantic.Field(ge=1)] | None = None
+    s3_object_lock_mode: Literal["GOVERNANCE", "COMPLIANCE"] = "GOVERNANCE"
+    canary_path: str | None = None
+    keep_last: Annotated[int, pydantic.Field(ge=0)] = 7
+    keep_daily: Annotated[int, pydantic.Field(ge=0)] = 7
+    keep_weekly: Annotated[int, pydantic.Field(ge=0)] = 4
+    keep_monthly: Annotated[int, pydantic.Field(ge=0)] = 6
+    min_age: Duration = 3600.0
+    metrics_textfile: Path | None = None
+    pushgateway: str | None = None
+    stale_after: Duration = 26 * 3600.0
+    image: str = "ghcr.io/dr-project/dr:0.1.0"
+    namespace: str = "vault-admin"
+
+    @pydantic.model_validator(mode="after")
+    def _kms_needs_a_key(self) -> SnapshotSettings:
+        if self.s3_sse == "aws:kms" and not self.s3_kms_key_id:
+            raise ValueError("s3_sse aws:kms needs s3_kms_key_id")
+        return self
+
+
 class StepSettings(_Model):
     """Per-step overrides of the step's own timeout and retry attempts."""
 
@@ -132,6 +182,7 @@ class Config(_Model):
     cluster: ClusterSettings = ClusterSettings()
     vault: VaultSettings = VaultSettings()
     keys: KeysSettings = KeysSettings()
+    snapshots: SnapshotSettings = SnapshotSettings()
     steps: dict[str, StepSettings] = {}
 
     _source: Path | None = pydantic.PrivateAttr(default=None)

@@ -173,3 +173,46 @@ def vault_health(health: vault.ClusterHealth) -> str:
         lines.append("cluster: NOT healthy")
         lines += [f"  - {p}" for p in health.problems]
     return "\n".join(lines)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def snapshots(entries: list[Any], orphans: list[Any], problems: list[str]) -> str:
+    """`dr snapshot list`: committed snapshots newest first, then orphans and unreadable manifests."""
+    now = datetime.now(UTC)
+    rows = [
+        (
+            e.manifest.id,
+            e.state,
+            _size(e.manifest.size),
+            seconds((now - e.manifest.created).total_seconds()),
+            e.manifest.raft_index,
+            e.manifest.vault_version,
+            e.manifest.sha256[:12],
+        )
+        for e in entries
+    ]
+    text = table(("ID", "STATE", "SIZE", "AGE", "RAFT INDEX", "VAULT", "SHA256"), rows) if rows else "no snapshots"
+    if orphans:
+        text += "\n\norphans (data without a manifest: never restored, removed by prune once old):\n"
+        text += table(("KEY", "SIZE", "MODIFIED"), ((o.key, _size(o.size), o.modified.isoformat()) for o in orphans))
+    for problem in problems:
+        text += f"\nproblem: {problem}"
+    return text
+
+
+def prune(result: Any) -> str:
+    """What prune removed (or would), kept and could not remove."""
+    verb = "would remove" if result.dry_run else "removed"
+    lines = [f"{verb} {len(result.deleted)} snapshot(s), {len(result.orphans)} orphan(s)"]
+    lines += [f"  {verb}: {i}" for i in result.deleted]
+    lines += [f"  {verb} orphan: {k}" for k in result.orphans]
+    lines += [f"  kept: {i} ({', '.join(r)})" for i, r in sorted(result.kept.items(), reverse=True)]
+    lines += [f"  FAILED to remove {k}: {why}" for k, why in result.failed.items()]
+    return "\n".join(lines)

@@ -14,7 +14,10 @@ import pytest
 import structlog
 
 from dr import secret
-from dr.sandbox import bao
+from dr.adapters import localbao as bao
+
+# Real OpenBao clusters (session-scoped) and the leak scan, for every test directory.
+pytest_plugins = ["tests.harness_vault"]
 
 
 @pytest.fixture(autouse=True)

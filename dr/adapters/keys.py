@@ -19,10 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-import boto3
-import botocore.exceptions
-
 from dr import errors, secret
+from dr.adapters import aws
 
 RUNBOOK = "runbooks/vault-unseal.md"
 
@@ -41,8 +39,12 @@ def _config_error(message: str, hint: str) -> errors.ConfigError:
     return errors.ConfigError(message, hint=hint, runbook=RUNBOOK)
 
 
-def read_private_file(path: Path, *, what: str) -> secret.Secret:
-    """One secret value from a file that only its owner can read."""
+def read_private_file(path: Path, *, what: str, private: bool = True) -> secret.Secret:
+    """One secret value from a file that only its owner can read.
+
+    `private=False` is for files whose mode another system sets, such as a
+    projected service-account token (0644 inside the pod, by design).
+    """
     try:
         info = path.stat()
     except FileNotFoundError:
@@ -51,7 +53,7 @@ def read_private_file(path: Path, *, what: str) -> secret.Secret:
         raise _config_error(f"cannot read {what} {path}: {exc.strerror}", "check the path and permissions") from exc
     if not stat.S_ISREG(info.st_mode):
         raise _config_error(f"{what} {path} is not a regular file", "point at the file that holds the value")
-    if info.st_mode & 0o077:
+    if private and info.st_mode & 0o077:
         raise _config_error(
             f"{what} {path} is readable by group or others (mode {stat.S_IMODE(info.st_mode):04o})",
             f"a key file must be private: run `chmod 600 {path}`",
@@ -196,30 +198,6 @@ class StdinKeys:
         return self._load()[1]
 
 
-def _aws_client(service: str, region: str | None, endpoint_url: str | None) -> Any:
-    return boto3.session.Session().client(service, region_name=region, endpoint_url=endpoint_url)
-
-
-def _aws_error(exc: Exception, what: str) -> errors.DRError:
-    if isinstance(exc, botocore.exceptions.NoCredentialsError | botocore.exceptions.PartialCredentialsError):
-        return _config_error(
-            f"no AWS credentials to read {what}",
-            "provide credentials through the usual AWS chain (AWS_PROFILE, AWS_ACCESS_KEY_ID, an instance role)",
-        )
-    if isinstance(exc, botocore.exceptions.EndpointConnectionError | botocore.exceptions.ConnectTimeoutError):
-        return errors.TransientError(f"cannot reach AWS to read {what}: {exc}", runbook=RUNBOOK)
-    if isinstance(exc, botocore.exceptions.ClientError):
-        code = exc.response.get("Error", {}).get("Code", "")
-        message = exc.response.get("Error", {}).get("Message", "")
-        if code in ("ThrottlingException", "RequestLimitExceeded", "InternalServiceError", "InternalServerError"):
-            return errors.TransientError(f"AWS throttled or failed reading {what}: {code}", runbook=RUNBOOK)
-        return errors.PermanentError(f"cannot read {what}: {code}: {message}", runbook=RUNBOOK)
-    return errors.PermanentError(f"cannot read {what}: {exc}", runbook=RUNBOOK)
-
-
-_AWS_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
-
-
 @dataclass
 class SecretsManagerKeys:
     """A Secrets Manager secret holding JSON: `{"shares": [...], "token": "..."}`.
@@ -237,12 +215,9 @@ class SecretsManagerKeys:
     def _load(self) -> dict[str, Any]:
         if self._data is None:
             what = f"Secrets Manager secret {self.secret_id}"
-            try:
-                reply = _aws_client("secretsmanager", self.region, self.endpoint_url).get_secret_value(
-                    SecretId=self.secret_id
-                )
-            except _AWS_ERRORS as exc:
-                raise _aws_error(exc, what) from exc
+            with aws.mapped(f"read {what}", runbook=RUNBOOK):
+                sm = aws.client("secretsmanager", region=self.region, endpoint_url=self.endpoint_url)
+                reply = sm.get_secret_value(SecretId=self.secret_id)
             try:
                 data = json.loads(reply.get("SecretString") or "")
             except ValueError:
@@ -280,18 +255,16 @@ class SsmKeys:
 
     def _load(self) -> dict[str, str]:
         if self._values is None:
-            what = f"SSM parameters under {self.path}"
             values: dict[str, str] = {}
-            try:
-                client = _aws_client("ssm", self.region, self.endpoint_url)
-                for page in client.get_paginator("get_parameters_by_path").paginate(
+            with aws.mapped(f"read SSM parameters under {self.path}", runbook=RUNBOOK):
+                ssm = aws.client("ssm", region=self.region, endpoint_url=self.endpoint_url)
+                pages = ssm.get_paginator("get_parameters_by_path").paginate(
                     Path=self.path, WithDecryption=True, Recursive=False
-                ):
+                )
+                for page in pages:
                     for param in page.get("Parameters", []):
                         values[param["Name"].rsplit("/", 1)[-1]] = param["Value"]
                         secret.register(param["Value"])
-            except _AWS_ERRORS as exc:
-                raise _aws_error(exc, what) from exc
             self._values = values
         return self._values
 

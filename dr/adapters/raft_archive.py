@@ -16,7 +16,7 @@ import hashlib
 import json
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Final
+from typing import Any, Final, Protocol
 
 from dr import errors
 
@@ -221,7 +221,11 @@ def _parse_sums(content: bytes) -> dict[str, str]:
     return sums
 
 
-def inspect(stream: BinaryIO, *, chunk_size: int = 1 << 16) -> SnapshotInfo:
+class _Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+def inspect(stream: _Readable, *, chunk_size: int = 1 << 16) -> SnapshotInfo:
     """Read a stored snapshot to its end and check it."""
     archive = RaftArchive()
     while chunk := stream.read(chunk_size):

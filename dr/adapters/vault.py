@@ -21,7 +21,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, BinaryIO, Final, Literal
+from typing import Any, BinaryIO, Final, Literal, Protocol
 
 import hvac
 import hvac.exceptions
@@ -84,6 +84,12 @@ def mapped(address: str, action: str, *, runbook: str | None = None) -> Iterator
         raise errors.TransientError(f"{address}: cannot connect ({action})", runbook=runbook) from exc
     except requests.exceptions.RequestException as exc:
         raise errors.TransientError(f"{address}: {action} failed: {exc}", runbook=runbook) from exc
+
+
+class Writable(Protocol):
+    """Where a snapshot streams to: a file, or a store's upload."""
+
+    def write(self, data: bytes, /) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -400,7 +406,7 @@ class VaultNode:
 
     # -- snapshots ----------------------------------------------------------------------
 
-    def snapshot(self, out: BinaryIO, *, chunk_size: int = 1 << 16) -> raft_archive.SnapshotInfo:
+    def snapshot(self, out: Writable, *, chunk_size: int = 1 << 16) -> raft_archive.SnapshotInfo:
         """Stream a Raft snapshot into `out`, proving it complete on the way.
 
         Raises `SnapshotError` for a cut-off or empty stream (the HTTP status is
@@ -501,6 +507,30 @@ class VaultNode:
         """Revoke this client's own token (a generated root token, at the end of a restore)."""
         with mapped(self.address, "revoking a token"):
             self._client.auth.token.revoke_self()
+
+    def login_kubernetes(self, role: str, jwt: secret.Secret, mount: str = "kubernetes") -> secret.Secret:
+        """A token from Kubernetes auth, with a service-account JWT (the snapshot CronJob's)."""
+        with mapped(self.address, f"logging in through auth/{mount} as role {role}"):
+            reply = self._api("POST", f"/v1/auth/{mount}/login", json={"role": role, "jwt": jwt.reveal()})
+        return secret.Secret(reply["auth"]["client_token"])
+
+    def login_approle(self, role_id: secret.Secret, secret_id: secret.Secret, mount: str = "approle") -> secret.Secret:
+        """A token from AppRole auth."""
+        with mapped(self.address, f"logging in through auth/{mount}"):
+            reply = self._api(
+                "POST", f"/v1/auth/{mount}/login", json={"role_id": role_id.reveal(), "secret_id": secret_id.reveal()}
+            )
+        return secret.Secret(reply["auth"]["client_token"])
+
+    def read(self, path: str) -> dict[str, Any] | None:
+        """`GET /v1/<path>`'s `data`, or None when nothing is there (a canary check; values are not logged)."""
+        with mapped(self.address, f"reading {path}"):
+            try:
+                response = self._call("GET", f"/v1/{path.lstrip('/')}")
+            except hvac.exceptions.InvalidPath:
+                return None
+            data = response.json().get("data")
+        return data if isinstance(data, dict) else None
 
     def lookup_self(self) -> dict[str, Any]:
         with mapped(self.address, "looking up the token"):

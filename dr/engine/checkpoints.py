@@ -11,10 +11,8 @@ It is also the timeline the reports are built from.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import os
 import secrets as _random
 import stat
 from collections.abc import Iterator
@@ -23,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from dr import errors, secret
+from dr import errors, files, secret
 
 SCHEMA_VERSION: Final = 1
 KIND: Final = "dr.checkpoint"
@@ -135,36 +133,6 @@ class RunRecord:
             raise errors.CheckpointError(f"{source} has an unexpected layout: {exc}") from exc
 
 
-def write_atomic(path: Path, payload: bytes, *, mode: int = 0o600) -> None:
-    """Replace `path` with `payload` so that readers never see a partial file.
-
-    tmp file (O_EXCL, `mode`) → write → fsync → rename → fsync the directory.
-    On any failure the old file is untouched and the tmp file is removed.
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
-        try:
-            view = memoryview(payload)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        tmp.replace(path)
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise errors.CheckpointError(
-            f"cannot write {path}: {exc.strerror or exc}",
-        ) from exc
-
-
 def ensure_private_dir(path: Path, *, what: str) -> Path:
     """Create `path` with mode 0700, or refuse an existing one that others can read."""
     try:
@@ -204,7 +172,7 @@ class CheckpointStore:
         run_dir = ensure_private_dir(self.run_dir(run.run_id), what="run dir")
         text = json.dumps(run.to_json(), indent=2, sort_keys=False) + "\n"
         # Last line of defence: nothing registered as secret reaches the disk.
-        write_atomic(run_dir / FILENAME, secret.redact_text(text).encode())
+        files.write_atomic(run_dir / FILENAME, secret.redact_text(text).encode(), error=errors.CheckpointError)
 
     def load(self, run_id: str) -> RunRecord:
         path = self.path(run_id)

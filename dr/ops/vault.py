@@ -61,6 +61,33 @@ def env_token(env: Mapping[str, str] | None = None) -> secret.Secret | None:
     return secret.Secret(value) if value else None
 
 
+def authenticate(
+    config: config_mod.Config, *, addresses: Sequence[str] = (), env: Mapping[str, str] | None = None
+) -> secret.Secret:
+    """A token for unattended runs: `BAO_TOKEN`/`VAULT_TOKEN`, Kubernetes auth, or AppRole (`vault.auth`)."""
+    auth = config.vault.auth
+    if auth.method == "token":
+        token = env_token(env)
+        if token is None:
+            raise errors.ConfigError(
+                "no Vault token: BAO_TOKEN and VAULT_TOKEN are unset",
+                hint="export VAULT_TOKEN, or set vault.auth.method to kubernetes or approle",
+            )
+        return token
+    node = cluster(config, addresses=addresses, env=env).nodes[0]
+    if auth.method == "kubernetes":
+        assert auth.role is not None  # checked by the config model
+        jwt = keys.read_private_file(auth.jwt_file, what="service-account token file", private=False)
+        return node.login_kubernetes(auth.role, jwt, auth.mount or "kubernetes")
+    assert auth.role_id_file is not None
+    assert auth.secret_id_file is not None
+    return node.login_approle(
+        keys.read_private_file(auth.role_id_file, what="AppRole role_id file"),
+        keys.read_private_file(auth.secret_id_file, what="AppRole secret_id file"),
+        auth.mount or "approle",
+    )
+
+
 def cluster(
     config: config_mod.Config,
     *,

@@ -35,12 +35,16 @@ def test_failed_write_keeps_the_previous_checkpoint(tmp_path: Path) -> None:
     rec = record()
     store.save(rec)
     before = store.path(rec.run_id).read_bytes()
-    # Occupy the tmp file's name with a directory so that opening it fails.
-    (store.run_dir(rec.run_id) / f".checkpoint.json.{os.getpid()}.tmp").mkdir()
+    # Make the rename fail: the target's name is now taken by a non-empty directory.
+    target = store.path(rec.run_id)
+    target.unlink()
+    target.mkdir()
+    (target / "keep").write_bytes(before)
     rec.status = "failed"
     with pytest.raises(errors.CheckpointError, match="cannot write"):
         store.save(rec)
-    assert before == store.path(rec.run_id).read_bytes()
+    assert before == (target / "keep").read_bytes()
+    assert [] == list(target.parent.glob(".checkpoint.json.*.tmp"))  # the tmp file was removed
 
 
 def test_files_are_private(tmp_path: Path) -> None:

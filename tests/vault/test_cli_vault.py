@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from dr import cli
-from tests.vault.conftest import KNOWN_SECRETS, Original
+from tests.harness_vault import KNOWN_SECRETS, Original
 
 
 def dr(*args: str, env: dict[str, str] | None = None) -> Result:

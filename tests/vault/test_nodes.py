@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from dr import errors, secret
+from dr.adapters import localbao as bao
 from dr.adapters import vault
-from dr.sandbox import bao
-from tests.vault.conftest import Original, remember, wait_active
+from tests.harness_vault import Original, remember, wait_active
 
 
 def test_health_codes_follow_the_node_role(original: Original, make_bao: Callable[..., bao.BaoCluster]) -> None:

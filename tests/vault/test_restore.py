@@ -11,9 +11,9 @@ import hvac
 import pytest
 
 from dr import errors
+from dr.adapters import localbao as bao
 from dr.adapters import vault
-from dr.sandbox import bao
-from tests.vault.conftest import OLD_KUBE_HOST, Original, init_and_unseal, read_all, remember, wait_active
+from tests.harness_vault import OLD_KUBE_HOST, Original, init_and_unseal, read_all, remember, wait_active
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,9 @@ import pytest
 import requests
 
 from dr import errors, secret
+from dr.adapters import localbao as bao
 from dr.adapters import raft_archive, vault
-from dr.sandbox import bao
-from tests.vault.conftest import Original, init_and_unseal, remember
+from tests.harness_vault import Original, init_and_unseal, remember
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,10 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from dr import cli
+from dr.adapters import certs as tls
+from dr.adapters import localbao as bao
 from dr.adapters import vault
-from dr.sandbox import bao, tls
-from tests.vault.conftest import remember, wait_active
+from tests.harness_vault import remember, wait_active
 
 
 def test_private_ca_is_required_and_honoured(make_bao: Callable[..., bao.BaoCluster], tmp_path: Path) -> None:

@@ -19,12 +19,13 @@ import hvac
 import pytest
 
 from dr import secret
+from dr.adapters import localbao as bao
 from dr.adapters import vault
-from dr.sandbox import bao
 
 KNOWN_SECRETS: set[str] = set()
 SECRET_COUNT = 300
 OLD_KUBE_HOST = "https://old-cluster.example:6443"
+CANARY = "dr/canary"  # KV v2 at kv/: API path kv/data/dr/canary
 
 
 def remember(*values: secret.Secret | str) -> None:
@@ -119,6 +120,7 @@ def original(make_bao: Callable[..., bao.BaoCluster]) -> Original:
     client = hvac.Client(url=procs.addresses[0], token=result.root_token.reveal())
     client.sys.enable_secrets_engine("kv", path="kv", options={"version": "2"})
     values = {f"app/secret-{i:03d}": f"value-{i:03d}-{'x' * (i % 40)}" for i in range(SECRET_COUNT)}
+    values[CANARY] = "canary-value-from-cluster-a"
     for path, value in values.items():
         for _ in range(50):  # the mount becomes writable a moment after it is enabled
             try:

@@ -1,4 +1,4 @@
-"""A private CA per sandbox, and server certificates signed by it.
+"""A private CA, and server certificates signed by it (the sandbox's and local OpenBao's TLS).
 
 A real cluster's API and a production Vault speak TLS, and `dr` verifies
 TLS by default. The sandbox does the same, so that a missing or wrong CA

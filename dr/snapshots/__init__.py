@@ -1,0 +1,1 @@
+"""Snapshots: save, catalogue, verify, prune and schedule Vault Raft snapshots."""
