@@ -320,6 +320,9 @@ def _store_config(app: App, store: str | None, cluster_name: str | None, s3_endp
 COUNT = click.IntRange(min=0)
 
 
+COUNT = click.IntRange(min=0)
+
+
 @cli.group("snapshot")
 def snapshot_group() -> None:
     """Vault Raft snapshots: save, list, show, verify, prune, schedule."""
@@ -415,14 +418,10 @@ def snapshot_verify_cmd(
 
 
 @snapshot_group.command("prune")
-@click.option(
-    "--keep-last", type=click.IntRange(min=0), default=None, help="Keep the N newest [config snapshots.keep_last]."
-)
-@click.option("--keep-daily", type=click.IntRange(min=0), default=None, help="Keep the newest of the last N days.")
-@click.option(
-    "--keep-weekly", type=click.IntRange(min=0), default=None, help="Keep the newest of the last N ISO weeks."
-)
-@click.option("--keep-monthly", type=click.IntRange(min=0), default=None, help="Keep the newest of the last N months.")
+@click.option("--keep-last", type=COUNT, default=None, help="Keep the N newest [config snapshots.keep_last].")
+@click.option("--keep-daily", type=COUNT, default=None, help="Keep the newest of each of the last N days.")
+@click.option("--keep-weekly", type=COUNT, default=None, help="Keep the newest of each of the last N ISO weeks.")
+@click.option("--keep-monthly", type=COUNT, default=None, help="Keep the newest of each of the last N months.")
 @click.option("--dry-run", is_flag=True, help="Print what would be removed; remove nothing.")
 @store_options
 @output_option

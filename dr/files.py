@@ -16,6 +16,15 @@ from pathlib import Path
 from dr import errors
 
 
+def fsync_dir(directory: Path) -> None:
+    """Make a rename in `directory` durable: without it a power cut can undo the rename."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_atomic(
     path: Path, payload: bytes, *, mode: int = 0o600, error: type[errors.DRError] = errors.PermanentError
 ) -> None:
@@ -36,11 +45,7 @@ def write_atomic(
         finally:
             os.close(fd)
         tmp.replace(path)
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_dir(path.parent)
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()

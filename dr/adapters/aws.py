@@ -12,11 +12,10 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any, Final
 
-import boto3
-import botocore.config
-import botocore.exceptions
-
 from dr import errors
+
+# boto3/botocore are imported on first use: they cost ~0.3 s at start-up, and most
+# commands (a file store, a Vault status) never talk to AWS.
 
 TRANSIENT_CODES: Final = frozenset(
     {
@@ -38,6 +37,9 @@ TRANSIENT_CODES: Final = frozenset(
 
 def client(service: str, *, region: str | None = None, endpoint_url: str | None = None) -> Any:
     """A boto3 client from the standard credential chain."""
+    import boto3
+    import botocore.config
+
     config = botocore.config.Config(
         retries={"mode": "standard", "max_attempts": 5}, connect_timeout=10, read_timeout=60
     )
@@ -46,6 +48,8 @@ def client(service: str, *, region: str | None = None, endpoint_url: str | None 
 
 def error_code(exc: Exception) -> str:
     """The AWS error code of a ClientError ("NoSuchKey", "404", …), or "" for anything else."""
+    import botocore.exceptions
+
     if not isinstance(exc, botocore.exceptions.ClientError):
         return ""
     return str(exc.response.get("Error", {}).get("Code", ""))
@@ -53,6 +57,8 @@ def error_code(exc: Exception) -> str:
 
 def translate(exc: Exception, what: str, *, runbook: str | None = None) -> errors.DRError:
     """The `dr.errors` form of a boto3/botocore exception raised while doing `what`."""
+    import botocore.exceptions
+
     if isinstance(exc, botocore.exceptions.NoCredentialsError | botocore.exceptions.PartialCredentialsError):
         return errors.ConfigError(
             f"no AWS credentials to {what}",
@@ -77,7 +83,10 @@ def translate(exc: Exception, what: str, *, runbook: str | None = None) -> error
     return errors.PermanentError(f"cannot {what}: {exc}", runbook=runbook)
 
 
-ERRORS: Final = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
+def is_aws_error(exc: BaseException) -> bool:
+    import botocore.exceptions
+
+    return isinstance(exc, botocore.exceptions.BotoCoreError | botocore.exceptions.ClientError)
 
 
 @contextlib.contextmanager
@@ -85,5 +94,7 @@ def mapped(what: str, *, runbook: str | None = None) -> Iterator[None]:
     """Translate boto3/botocore exceptions raised inside the block."""
     try:
         yield
-    except ERRORS as exc:
-        raise translate(exc, what, runbook=runbook) from exc
+    except Exception as exc:
+        if is_aws_error(exc):
+            raise translate(exc, what, runbook=runbook) from exc
+        raise

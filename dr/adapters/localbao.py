@@ -27,9 +27,12 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dr import errors
-from dr.adapters import certs as tls_mod
+
+if TYPE_CHECKING:
+    from dr.adapters import certs as tls_mod
 
 
 def find_bao() -> str:

@@ -12,16 +12,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-import prometheus_client
-import prometheus_client.parser
-
 from dr import errors, files
+
+# prometheus_client is imported on first use: only unattended saves record metrics.
 
 PREFIX = "dr_snapshot"
 
 
 def _previous(path: Path) -> dict[str, float]:
     """Samples of an earlier textfile, by metric name (labels are fixed per file)."""
+    import prometheus_client.parser
+
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -46,6 +47,8 @@ def record(
     job: str = PREFIX,
 ) -> None:
     """Record one run. `outcome` holds this run's gauges (`duration_seconds`, `size_bytes`, …)."""
+    import prometheus_client
+
     names = list(labels)
     registry = prometheus_client.CollectorRegistry()
     previous = _previous(textfile) if textfile else {}

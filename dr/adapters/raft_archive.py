@@ -12,8 +12,11 @@ parses gzip and tar incrementally, and keeps only the small members.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import queue
+import threading
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
@@ -70,7 +73,8 @@ class _Member:
 class RaftArchive:
     """Feed it the snapshot's bytes in order; `finish()` returns `SnapshotInfo` or raises `SnapshotError`."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, hash_stream: bool = True) -> None:
+        self._hash_stream = hash_stream
         self._hash = hashlib.sha256()
         self._size = 0
         self._inflate = zlib.decompressobj(wbits=31)  # gzip framing
@@ -85,7 +89,8 @@ class RaftArchive:
     def feed(self, chunk: bytes) -> None:
         if not chunk:
             return
-        self._hash.update(chunk)
+        if self._hash_stream:
+            self._hash.update(chunk)
         self._size += len(chunk)
         if self._inflate.eof:
             raise _bad(f"snapshot has {len(chunk)} unexpected bytes after the end of its gzip stream")
@@ -219,6 +224,52 @@ def _parse_sums(content: bytes) -> dict[str, str]:
         if digest and name:
             sums[name.strip().lstrip("*")] = digest.lower()
     return sums
+
+
+class BackgroundCheck:
+    """`RaftArchive` on a worker thread, so hashing and inflating overlap the download.
+
+    SHA-256 and zlib release the GIL on large buffers, so on two cores the
+    check costs almost no wall time. The queue is bounded (memory stays
+    flat); the first problem found is raised by the next `feed` or by
+    `finish`.
+    """
+
+    def __init__(self, max_chunks: int = 8) -> None:
+        # The whole-stream hash runs on the caller's thread, the archive's own work on the worker:
+        # that splits the CPU about evenly over two cores.
+        self._hash = hashlib.sha256()
+        self._archive = RaftArchive(hash_stream=False)
+        self._queue: queue.Queue[bytes | None] = queue.Queue(max_chunks)
+        self._error: errors.SnapshotError | None = None
+        self._thread = threading.Thread(target=self._run, name="dr-snapshot-check", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._archive.feed(chunk)
+                except errors.SnapshotError as exc:
+                    self._error = exc  # keep draining so that the producer never blocks
+
+    def feed(self, chunk: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        self._hash.update(chunk)
+        self._queue.put(chunk)
+
+    def close(self) -> None:
+        """Stop the worker without a verdict (the download failed)."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def finish(self) -> SnapshotInfo:
+        self.close()
+        if self._error is not None:
+            raise self._error
+        return dataclasses.replace(self._archive.finish(), sha256=self._hash.hexdigest())
 
 
 class _Readable(Protocol):

@@ -30,7 +30,7 @@ from dr import errors, files
 from dr.adapters import aws
 
 PART_SIZE: Final = 8 * 1024 * 1024  # S3's minimum is 5 MiB; 8 MiB keeps requests few and memory small
-PARTS_IN_FLIGHT: Final = 2  # memory bound: (in flight + 1 filling) × PART_SIZE
+PARTS_IN_FLIGHT: Final = 8  # as fast as boto3 upload_file here; memory bound (8 + 1) × 8 MiB = 72 MiB
 RUNBOOK: Final = "runbooks/raft-restore.md"
 
 
@@ -185,11 +185,7 @@ class _FileUpload:
             os.fsync(fd)
             os.close(fd)
             self.partial.replace(self.target)
-            dir_fd = os.open(self.target.parent, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            files.fsync_dir(self.target.parent)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 self.partial.unlink()
@@ -289,7 +285,9 @@ class S3Store:
         full = self._key(key)
         try:
             reply = self.client.head_object(Bucket=self.bucket, Key=full)
-        except aws.ERRORS as exc:
+        except Exception as exc:
+            if not aws.is_aws_error(exc):
+                raise
             if aws.error_code(exc) in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise aws.translate(exc, f"read s3://{self.bucket}/{full}", runbook=RUNBOOK) from exc
@@ -391,8 +389,11 @@ class _S3Upload:
             return
         self._done = True
         self._pool.shutdown(wait=True, cancel_futures=True)
-        with contextlib.suppress(*aws.ERRORS):
+        try:
             self.store.client.abort_multipart_upload(Bucket=self.store.bucket, Key=self.key, UploadId=self.upload_id)
+        except Exception as exc:  # best effort: S3 lifecycle rules remove abandoned uploads anyway
+            if not aws.is_aws_error(exc):
+                raise
 
 
 def open_store(

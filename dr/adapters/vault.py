@@ -49,7 +49,9 @@ def _server_message(exc: hvac.exceptions.VaultError) -> str:
 
 
 @contextlib.contextmanager
-def mapped(address: str, action: str, *, runbook: str | None = None) -> Iterator[None]:
+def mapped(
+    address: str, action: str, *, runbook: str | None = None, forbidden_hint: str | None = None
+) -> Iterator[None]:
     """Translate hvac/requests exceptions raised while doing `action` on `address`."""
     try:
         yield
@@ -67,7 +69,8 @@ def mapped(address: str, action: str, *, runbook: str | None = None) -> Iterator
         if isinstance(exc, hvac.exceptions.Forbidden):
             raise errors.PermanentError(
                 message,
-                hint="the token lacks a policy for this path, or it belongs to another cluster (after a restore, "
+                hint=forbidden_hint
+                or "the token lacks a policy for this path, or it belongs to another cluster (after a restore, "
                 "only tokens of the ORIGINAL cluster work)",
                 runbook=runbook,
             ) from exc
@@ -406,13 +409,19 @@ class VaultNode:
 
     # -- snapshots ----------------------------------------------------------------------
 
-    def snapshot(self, out: Writable, *, chunk_size: int = 1 << 16) -> raft_archive.SnapshotInfo:
+    def snapshot(self, out: Writable, *, chunk_size: int = 1 << 20) -> raft_archive.SnapshotInfo:
         """Stream a Raft snapshot into `out`, proving it complete on the way.
 
         Raises `SnapshotError` for a cut-off or empty stream (the HTTP status is
         200 either way) after writing what arrived: the caller must discard it.
         """
-        archive = raft_archive.RaftArchive()
+        archive = raft_archive.BackgroundCheck()
+        with contextlib.ExitStack() as stack:
+            stack.callback(archive.close)
+            self._stream_snapshot(archive, out, chunk_size)
+            return archive.finish()
+
+    def _stream_snapshot(self, archive: raft_archive.BackgroundCheck, out: Writable, chunk_size: int) -> None:
         with mapped(self.address, "taking a Raft snapshot"):
             response = self._call("GET", "/v1/sys/storage/raft/snapshot", stream=True, timeout=self.snapshot_timeout)
             try:
@@ -423,7 +432,6 @@ class VaultNode:
                 raise errors.SnapshotError(f"{self.address}: snapshot stream was cut off: {exc}") from exc
             finally:
                 response.close()
-        return archive.finish()
 
     def force_restore(self, source: BinaryIO) -> None:
         """Send a snapshot to `snapshot-force` on this node, which must be the active node.
@@ -510,7 +518,11 @@ class VaultNode:
 
     def login_kubernetes(self, role: str, jwt: secret.Secret, mount: str = "kubernetes") -> secret.Secret:
         """A token from Kubernetes auth, with a service-account JWT (the snapshot CronJob's)."""
-        with mapped(self.address, f"logging in through auth/{mount} as role {role}"):
+        hint = (
+            f"check the role's bound service account and namespace (`bao read auth/{mount}/role/{role}`), and "
+            f"that auth/{mount}/config points at this cluster's API with its CA"
+        )
+        with mapped(self.address, f"logging in through auth/{mount} as role {role}", forbidden_hint=hint):
             reply = self._api("POST", f"/v1/auth/{mount}/login", json={"role": role, "jwt": jwt.reveal()})
         return secret.Secret(reply["auth"]["client_token"])
 

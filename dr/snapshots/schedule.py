@@ -132,7 +132,7 @@ def render(config: config_mod.Config, cron: str) -> dict[str, str]:
         "env": [{"name": "DR_CONFIG", "value": CONFIG_PATH}, {"name": "DR_STATE_DIR", "value": POD_STATE_DIR}],
         # Store credentials (AWS_ACCESS_KEY_ID, …) come from a Secret the platform provides, e.g. through ESO.
         "envFrom": [{"secretRef": {"name": f"{NAME}-store", "optional": True}}],
-        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}},
+        "resources": {"requests": {"cpu": "100m", "memory": "192Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,

@@ -15,7 +15,7 @@ from dr import config as config_mod
 from dr import errors, logs
 from dr.adapters import metrics, stores
 from dr.ops import vault as vault_ops
-from dr.snapshots import catalogue, retention, save, verify
+from dr.snapshots import catalogue, retention, save
 
 log = logs.get("dr.snapshot")
 
@@ -130,6 +130,8 @@ def prune(
 def verify_now(
     config: config_mod.Config, snapshot_id: str, *, restore_test: bool = False, env: Mapping[str, str] | None = None
 ) -> tuple[catalogue.Entry, catalogue.Verification]:
+    from dr.snapshots import verify  # brings the local OpenBao launcher: only this command needs it
+
     cat = open_catalogue(config)
     entry = cat.get(snapshot_id)
     tester = None
