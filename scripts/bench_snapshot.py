@@ -50,8 +50,9 @@ def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
 def start_moto(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = localbao.free_port()
     log = (workdir / "moto.log").open("wb")
-    proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=log,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
+    )
     for _ in range(300):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
@@ -90,12 +91,23 @@ def main() -> None:
         client.sys.enable_secrets_engine("kv", path="kv", options={"version": "2"})
         time.sleep(1)
         aws = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
-        s3 = boto3.client("s3", endpoint_url=endpoint, **{
-            "aws_access_key_id": "bench", "aws_secret_access_key": "bench", "region_name": "us-east-1"})
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            **{"aws_access_key_id": "bench", "aws_secret_access_key": "bench", "region_name": "us-east-1"},
+        )
         bucket = f"bench-{secrets.token_hex(3)}"
         s3.create_bucket(Bucket=bucket)
-        env = {**os.environ, **aws, "VAULT_ADDR": address, "BAO_ADDR": address, "VAULT_TOKEN": init["root_token"],
-               "BAO_TOKEN": init["root_token"], "DR_CONFIG": "", "DR_LOG_FORMAT": "json"}
+        env = {
+            **os.environ,
+            **aws,
+            "VAULT_ADDR": address,
+            "BAO_ADDR": address,
+            "VAULT_TOKEN": init["root_token"],
+            "BAO_TOKEN": init["root_token"],
+            "DR_CONFIG": "",
+            "DR_LOG_FORMAT": "json",
+        }
         rows = []
         written = 0
         for size in args.sizes:
@@ -107,22 +119,40 @@ def main() -> None:
                 store = workdir / f"store-{size}-{n}"
                 runs["file"].append(timed([sys.executable, "-m", "dr", "snapshot", "save", "--store", str(store)], env))
                 shutil.rmtree(store)
-                runs["s3"].append(timed([sys.executable, "-m", "dr", "snapshot", "save", "--store",
-                                         f"s3://{bucket}/dr-{size}-{n}", "--s3-endpoint", endpoint], env))
+                runs["s3"].append(
+                    timed(
+                        [
+                            sys.executable,
+                            "-m",
+                            "dr",
+                            "snapshot",
+                            "save",
+                            "--store",
+                            f"s3://{bucket}/dr-{size}-{n}",
+                            "--s3-endpoint",
+                            endpoint,
+                        ],
+                        env,
+                    )
+                )
                 start = time.perf_counter()
                 s3.upload_file(str(snap), bucket, f"baseline-{size}-{n}.snap")
                 runs["upload"].append((time.perf_counter() - start, 0.0))
             best = {k: min(v, key=lambda r: r[0]) for k, v in runs.items()}
             mib = snap.stat().st_size / (1 << 20)
             rows.append((size, mib, best))
-        print(f"{'data':>6} {'snapshot':>9} {'bao file':>9} {'dr file':>9} {'dr/bao':>7} {'bao+upload':>11} "
-              f"{'dr s3':>8} {'s3 ratio':>9} {'RSS file':>9} {'RSS s3':>8}")
+        print(
+            f"{'data':>6} {'snapshot':>9} {'bao file':>9} {'dr file':>9} {'dr/bao':>7} {'bao+upload':>11} "
+            f"{'dr s3':>8} {'s3 ratio':>9} {'RSS file':>9} {'RSS s3':>8}"
+        )
         for size, mib, best in rows:
             bao_t, file_t, s3_t = best["bao"][0], best["file"][0], best["s3"][0]
             baseline_s3 = bao_t + best["upload"][0]
-            print(f"{size:>4}MB {mib:>7.0f}MB {mib / bao_t:>6.0f}MB/s {mib / file_t:>6.0f}MB/s {bao_t / file_t:>6.2f}x "
-                  f"{baseline_s3:>10.2f}s {s3_t:>7.2f}s {s3_t / baseline_s3:>8.2f}x "
-                  f"{best['file'][1]:>7.0f}MB {best['s3'][1]:>6.0f}MB")
+            print(
+                f"{size:>4}MB {mib:>7.0f}MB {mib / bao_t:>6.0f}MB/s {mib / file_t:>6.0f}MB/s {bao_t / file_t:>6.2f}x "
+                f"{baseline_s3:>10.2f}s {s3_t:>7.2f}s {s3_t / baseline_s3:>8.2f}x "
+                f"{best['file'][1]:>7.0f}MB {best['s3'][1]:>6.0f}MB"
+            )
         if len(rows) >= 2:
             grow_file = rows[-1][2]["file"][1] - rows[0][2]["file"][1]
             grow_s3 = rows[-1][2]["s3"][1] - rows[0][2]["s3"][1]
