@@ -19,6 +19,7 @@ import click
 
 from dr import __version__, errors, logs, secret, views
 from dr import config as config_mod
+from dr.adapters import sandbox_process
 from dr.engine import checkpoints, locks
 from dr.ops import vault as vault_ops
 from dr.recovery import recover as recover_mod
@@ -471,6 +472,86 @@ def snapshot_schedule_cmd(app: App, cron: str, out_dir: str | None) -> None:
     for name, text in rendered.items():
         (target / name).write_text(text)
     click.echo(f"wrote {len(rendered)} files to {target} (add it to a kustomization in the platform repo)")
+
+
+@cli.group("sandbox")
+def sandbox_group() -> None:
+    """A local platform to try recoveries on: an emulated Kubernetes API (more arrives with the sandbox issues)."""
+
+
+def sandbox_dir_option(func: F) -> F:
+    return click.option(
+        "--dir",
+        "directory",
+        type=click.Path(file_okay=False),
+        required=True,
+        help="The sandbox's directory (kubeconfig, dr.yaml, state, logs).",
+    )(func)
+
+
+@sandbox_group.command("up")
+@sandbox_dir_option
+@click.option("--api-latency-ms", type=click.IntRange(min=0), default=None, help="Delay every API request.")
+@click.option(
+    "--api-error-rate",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Answer this share of requests with 500/503/429 (with Retry-After).",
+)
+@output_option
+@click.pass_obj
+def sandbox_up_cmd(
+    app: App, directory: str, api_latency_ms: int | None, api_error_rate: float | None, output: str
+) -> None:
+    """Start the sandbox in the background; returns once its API serves."""
+    app.load()
+    target = Path(directory)
+    if api_latency_ms is not None or api_error_rate is not None:
+        sandbox_process.set_faults(target, api_latency_ms=api_latency_ms, api_error_rate=api_error_rate)
+    info = sandbox_process.up(target)
+    config_path = target.resolve() / "dr.yaml"
+    text = f"sandbox up: {info.url} (pid {info.pid})\nkubeconfig: {info.kubeconfig}\nconfig: {config_path}"
+    _emit(info.to_dict(), text, output)
+
+
+@sandbox_group.command("status")
+@sandbox_dir_option
+@output_option
+@click.pass_context
+def sandbox_status_cmd(ctx: click.Context, directory: str, output: str) -> None:
+    """Whether the sandbox runs and serves; exit 1 when it does not."""
+    ctx.obj.load()
+    info = sandbox_process.status(Path(directory))
+    state = "serving" if info.healthy else ("running, not serving" if info.running else "not running")
+    _emit(info.to_dict(), f"sandbox {info.directory}: {state}" + (f" at {info.url}" if info.url else ""), output)
+    ctx.exit(errors.EXIT_OK if info.healthy else errors.EXIT_FAILED)
+
+
+@sandbox_group.command("faults")
+@sandbox_dir_option
+@click.option("--api-latency-ms", type=click.IntRange(min=0), default=None, help="Delay every API request.")
+@click.option("--api-error-rate", type=click.FloatRange(0, 1), default=None, help="Share of 500/503/429 answers.")
+@click.option("--drop-watches/--keep-watches", default=None, help="End every watch after about a second.")
+@click.pass_obj
+def sandbox_faults_cmd(
+    app: App, directory: str, api_latency_ms: int | None, api_error_rate: float | None, drop_watches: bool | None
+) -> None:
+    """Change the fault knobs of a running (or future) sandbox."""
+    app.load()
+    knobs = sandbox_process.set_faults(
+        Path(directory), api_latency_ms=api_latency_ms, api_error_rate=api_error_rate, drop_watches=drop_watches
+    )
+    click.echo("faults: " + ", ".join(f"{k}={v}" for k, v in sorted(knobs.items())))
+
+
+@sandbox_group.command("down")
+@sandbox_dir_option
+@click.pass_obj
+def sandbox_down_cmd(app: App, directory: str) -> None:
+    """Stop the sandbox and everything it started; safe to run twice, and after a crash."""
+    app.load()
+    stopped = sandbox_process.down(Path(directory))
+    click.echo(f"sandbox down ({len(stopped)} process(es) stopped); its state stays in {directory}")
 
 
 def main() -> None:

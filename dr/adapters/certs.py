@@ -29,6 +29,7 @@ class Pair:
 def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     path.touch(mode=0o600)
+    path.chmod(0o600)
     path.write_bytes(pem)
 
 
@@ -51,8 +52,16 @@ class CertificateAuthority:
     def __init__(self, directory: Path, name: str = "dr sandbox CA") -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._key = ec.generate_private_key(ec.SECP256R1())
         self.name = name
+        self.cert_path = self.directory / "ca.crt"
+        key_path = self.directory / "ca.key"
+        if self.cert_path.exists() and key_path.exists():
+            # Reuse: clients that trust this CA (kubeconfigs, OpenBao's auth config) keep working.
+            loaded = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+            assert isinstance(loaded, ec.EllipticCurvePrivateKey)
+            self._key = loaded
+            return
+        self._key = ec.generate_private_key(ec.SECP256R1())
         cert = (
             _builder(name, name, self._key.public_key(), 3650)
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
@@ -72,9 +81,8 @@ class CertificateAuthority:
             )
             .sign(self._key, hashes.SHA256())
         )
-        self.cert_path = self.directory / "ca.crt"
         self.cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        _write_key(self._key, self.directory / "ca.key")
+        _write_key(self._key, key_path)
 
     @property
     def pem(self) -> str:

@@ -102,9 +102,10 @@ class Tokens:
 class Faults:
     """Knobs for the fault campaign: latency and a rate of 5xx/429 answers, changeable while running."""
 
-    def __init__(self, latency_ms: int = 0, error_rate: float = 0.0) -> None:
+    def __init__(self, latency_ms: int = 0, error_rate: float = 0.0, drop_watches: bool = False) -> None:
         self.latency_ms = latency_ms
         self.error_rate = error_rate
+        self.drop_watches = drop_watches  # end every watch after about a second: clients must re-list
 
     def maybe_fail(self) -> tuple[int, str] | None:
         if self.latency_ms:
@@ -335,6 +336,8 @@ class ApiServer:
 class _Handler(BaseHTTPRequestHandler):
     api: ApiServer
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes: with Nagle on, the second waits for a delayed ACK (~40 ms).
+    disable_nagle_algorithm = True
     _raw: bytes = b""
 
     def log_message(self, *args: object) -> None:
@@ -371,6 +374,11 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         self._raw = self.rfile.read(length) if length else b""
         try:
+            url = urlparse(self.path)
+            query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+            if url.path in ("/healthz", "/readyz", "/livez"):
+                self._plain(b"ok")  # the sandbox's own probe: never subject to the fault knobs
+                return
             fault = self.api.faults.maybe_fail()
             if fault is not None:
                 code, reason = fault
@@ -378,11 +386,6 @@ class _Handler(BaseHTTPRequestHandler):
                     store.ApiError(code, reason, f"sandbox fault injection: {reason}"),
                     {"Retry-After": "1"} if code in (429, 503) else None,
                 )
-                return
-            url = urlparse(self.path)
-            query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-            if url.path in ("/healthz", "/readyz", "/livez"):
-                self._plain(b"ok")
                 return
             if not self.api.authenticate(self.headers.get("Authorization")):
                 self._fail(store.ApiError(401, "Unauthorized", "Unauthorized"))
@@ -522,7 +525,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _watch(self, res: resources.Resource, namespace: str | None, query: dict[str, str]) -> None:
         since = int(query.get("resourceVersion") or 0) or self.api.store.rv
-        timeout = float(query.get("timeoutSeconds") or 1800)
+        timeout = 1.0 if self.api.faults.drop_watches else float(query.get("timeoutSeconds") or 1800)
         events = self.api.store.watch(
             res, namespace, since, labels=query.get("labelSelector"), stop=self.api._stop, timeout=timeout
         )

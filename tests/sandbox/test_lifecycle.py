@@ -1,0 +1,122 @@
+"""`dr sandbox up/status/faults/down`: a background process that leaves nothing behind and survives restarts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+import kubernetes
+import pytest
+from click.testing import CliRunner, Result
+
+from dr import cli
+
+
+def dr(*args: str) -> Result:
+    return CliRunner().invoke(cli.cli, list(args))
+
+
+def up(directory: Path, *extra: str) -> dict[str, object]:
+    result = dr("sandbox", "up", "--dir", str(directory), "-o", "json", *extra)
+    assert 0 == result.exit_code, result.output
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+def listening(url: str) -> bool:
+    host, port = url.removeprefix("https://").split(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:  # noqa: PTH123
+        return stat.read().split(")")[-1].split()[0] != "Z"
+
+
+def assert_gone(info: dict[str, object]) -> None:
+    assert not alive(int(info["pid"]))  # type: ignore[call-overload]
+    assert not listening(str(info["url"]))
+
+
+def core(directory: Path) -> kubernetes.client.CoreV1Api:
+    return kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(str(directory / "kubeconfig")))
+
+
+def test_up_down_twice_leaves_nothing(tmp_path: Path) -> None:
+    """up → serving; down → no process, no port, no lock; twice in a row; down again is a no-op."""
+    for _ in range(2):
+        info = up(tmp_path / "sb")
+        assert info["healthy"] is True
+        assert 0 == dr("sandbox", "status", "--dir", str(tmp_path / "sb")).exit_code
+        assert 0 == dr("sandbox", "down", "--dir", str(tmp_path / "sb")).exit_code
+        assert_gone(info)
+        assert not (tmp_path / "sb" / "sandbox.lock").exists()
+    assert 0 == dr("sandbox", "down", "--dir", str(tmp_path / "sb")).exit_code
+    assert 1 == dr("sandbox", "status", "--dir", str(tmp_path / "sb")).exit_code
+
+
+def test_two_sandboxes_side_by_side(tmp_path: Path) -> None:
+    """Two sandboxes run at once on their own ports with their own objects."""
+    first, second = up(tmp_path / "one"), up(tmp_path / "two")
+    try:
+        assert first["url"] != second["url"]
+        core(tmp_path / "one").create_namespace({"metadata": {"name": "only-in-one"}})
+        names = {n.metadata.name for n in core(tmp_path / "two").list_namespace().items}
+        assert "only-in-one" not in names
+    finally:
+        dr("sandbox", "down", "--dir", str(tmp_path / "one"))
+        dr("sandbox", "down", "--dir", str(tmp_path / "two"))
+    assert_gone(first)
+    assert_gone(second)
+
+
+def test_down_after_sigkill_and_state_survives_a_restart(tmp_path: Path) -> None:
+    """SIGKILL the sandbox process: down still cleans up; up again serves the objects written before."""
+    info = up(tmp_path / "sb")
+    core(tmp_path / "sb").create_namespace({"metadata": {"name": "survivor"}})
+    time.sleep(0.6)  # the state is flushed every 0.2 s
+    os.kill(int(info["pid"]), signal.SIGKILL)  # type: ignore[call-overload]
+    deadline = time.monotonic() + 5
+    while alive(int(info["pid"])) and time.monotonic() < deadline:  # type: ignore[call-overload]
+        time.sleep(0.05)
+    assert 0 == dr("sandbox", "down", "--dir", str(tmp_path / "sb")).exit_code
+    assert_gone(info)
+    again = up(tmp_path / "sb")
+    try:
+        assert "survivor" in {n.metadata.name for n in core(tmp_path / "sb").list_namespace().items}
+    finally:
+        dr("sandbox", "down", "--dir", str(tmp_path / "sb"))
+    assert_gone(again)
+
+
+def test_fault_knobs_change_while_running(tmp_path: Path) -> None:
+    """--api-error-rate 1 makes every request fail with 5xx/429; `dr sandbox faults` turns it off live."""
+    info = up(tmp_path / "sb", "--api-error-rate", "1")
+    try:
+        with pytest.raises(kubernetes.client.ApiException) as failed:
+            core(tmp_path / "sb").list_namespace(_request_timeout=5)
+        assert failed.value.status in (429, 500, 503)
+        assert (
+            0
+            == dr(
+                "sandbox", "faults", "--dir", str(tmp_path / "sb"), "--api-error-rate", "0", "--api-latency-ms", "200"
+            ).exit_code
+        )
+        time.sleep(0.5)
+        start = time.monotonic()
+        core(tmp_path / "sb").list_namespace()
+        assert time.monotonic() - start >= 0.2
+    finally:
+        dr("sandbox", "down", "--dir", str(tmp_path / "sb"))
+    assert_gone(info)
