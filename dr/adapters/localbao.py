@@ -22,6 +22,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -49,10 +50,25 @@ def find_bao() -> str:
     )
 
 
+_handed_out: set[int] = set()
+_ports_lock = threading.Lock()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A port nothing listens on, never the same twice in this process.
+
+    The kernel may hand the same ephemeral port to two bind(0) calls in a row
+    once the first socket is closed; two nodes given one port would look like
+    one node answering twice.
+    """
+    with _ports_lock:
+        while True:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind((host, 0))
+                port = int(sock.getsockname()[1])
+            if port not in _handed_out:
+                _handed_out.add(port)
+                return port
 
 
 @dataclass
@@ -185,7 +201,13 @@ class BaoCluster:
     def wait_listening(self, *, timeout: float = 30.0, nodes: list[BaoNode] | None = None) -> None:
         """Poll `sys/seal-status` until every node's API answers (any HTTP status counts)."""
         deadline = time.monotonic() + timeout
-        for node in nodes or self.nodes:
+        self._wait_each(nodes or self.nodes, deadline)
+        for node in nodes or self.nodes:  # a node that lost its port to another process exits at once
+            if not node.running:
+                raise RuntimeError(f"bao {node.node_id} exited:\n{node.log_tail()}")
+
+    def _wait_each(self, nodes: list[BaoNode], deadline: float) -> None:
+        for node in nodes:
             while True:
                 if not node.running:
                     raise RuntimeError(f"bao {node.node_id} exited:\n{node.log_tail()}")

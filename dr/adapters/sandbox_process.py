@@ -48,19 +48,20 @@ class SandboxInfo:
         }
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """True while any thread of `pid` runs (a zombie leader whose threads still exit holds its sockets)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    # A zombie (exited, not yet reaped by its parent) is not running.
     try:
-        with open(f"/proc/{pid}/stat") as stat:  # noqa: PTH123 - a procfs file
-            return stat.read().split(")")[-1].split()[0] != "Z"
+        with open(f"/proc/{pid}/status") as status:  # noqa: PTH123 - a procfs file
+            fields = dict(line.split(":", 1) for line in status if ":" in line)
     except OSError:
         return False
+    return not (fields.get("State", "").strip().startswith("Z") and fields.get("Threads", "1").strip() in ("0", "1"))
 
 
 def _healthy(directory: Path, url: str) -> bool:
@@ -79,7 +80,7 @@ def status(directory: Path) -> SandboxInfo:
     except (FileNotFoundError, ValueError):
         return SandboxInfo(directory, running=False, healthy=False)
     pid, url = int(info["pid"]), str(info["url"])
-    running = _alive(pid)
+    running = alive(pid)
     return SandboxInfo(directory, running, running and _healthy(directory, url), pid, url, Path(info["kubeconfig"]))
 
 
@@ -171,17 +172,17 @@ def down(directory: Path, *, timeout: float = 15.0) -> list[int]:
     info = status(directory)
     if info.pid:
         pids.append(info.pid)
-    stopped = [p for p in sorted(set(pids)) if _alive(p)]
+    stopped = [p for p in sorted(set(pids)) if alive(p)]
     for pid in stopped:  # the process group: the sandbox and anything it started
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGTERM)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while any(_alive(p) for p in stopped) and time.monotonic() < deadline:
+    while any(alive(p) for p in stopped) and time.monotonic() < deadline:
         time.sleep(0.05)
     for pid in stopped:
-        if _alive(pid):
+        if alive(pid):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
             with contextlib.suppress(ProcessLookupError, PermissionError):

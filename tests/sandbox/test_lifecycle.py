@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import kubernetes
@@ -14,6 +15,16 @@ import pytest
 from click.testing import CliRunner, Result
 
 from dr import cli
+from dr.adapters import sandbox_process
+
+
+@pytest.fixture(autouse=True)
+def _always_down(tmp_path: Path) -> Iterator[None]:
+    """Whatever a test does or fails to do, no sandbox it started outlives it."""
+    yield
+    for directory in tmp_path.iterdir():
+        if directory.is_dir():
+            sandbox_process.down(directory)
 
 
 def dr(*args: str) -> Result:
@@ -36,12 +47,7 @@ def listening(url: str) -> bool:
 
 
 def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as stat:  # noqa: PTH123
-        return stat.read().split(")")[-1].split()[0] != "Z"
+    return sandbox_process.alive(pid)
 
 
 def assert_gone(info: dict[str, object]) -> None:
