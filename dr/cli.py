@@ -491,6 +491,12 @@ def sandbox_dir_option(func: F) -> F:
 
 @sandbox_group.command("up")
 @sandbox_dir_option
+@click.option(
+    "--vault-replicas",
+    type=click.IntRange(0, 5),
+    default=None,
+    help="Real OpenBao Raft nodes to run (0 to 5) [default: as before, else 0].",
+)
 @click.option("--api-latency-ms", type=click.IntRange(min=0), default=None, help="Delay every API request.")
 @click.option(
     "--api-error-rate",
@@ -498,17 +504,26 @@ def sandbox_dir_option(func: F) -> F:
     default=None,
     help="Answer this share of requests with 500/503/429 (with Retry-After).",
 )
+@click.option("--drop-watches/--keep-watches", default=None, help="End every watch after about a second.")
 @output_option
 @click.pass_obj
 def sandbox_up_cmd(
-    app: App, directory: str, api_latency_ms: int | None, api_error_rate: float | None, output: str
+    app: App,
+    directory: str,
+    vault_replicas: int | None,
+    api_latency_ms: int | None,
+    api_error_rate: float | None,
+    drop_watches: bool | None,
+    output: str,
 ) -> None:
     """Start the sandbox in the background; returns once its API serves."""
     app.load()
     target = Path(directory)
-    if api_latency_ms is not None or api_error_rate is not None:
-        sandbox_process.set_faults(target, api_latency_ms=api_latency_ms, api_error_rate=api_error_rate)
-    info = sandbox_process.up(target)
+    if api_latency_ms is not None or api_error_rate is not None or drop_watches is not None:
+        sandbox_process.set_faults(
+            target, api_latency_ms=api_latency_ms, api_error_rate=api_error_rate, drop_watches=drop_watches
+        )
+    info = sandbox_process.up(target, vault_replicas=vault_replicas)
     config_path = target.resolve() / "dr.yaml"
     text = f"sandbox up: {info.url} (pid {info.pid})\nkubeconfig: {info.kubeconfig}\nconfig: {config_path}"
     _emit(info.to_dict(), text, output)

@@ -111,8 +111,11 @@ def set_faults(
     return knobs
 
 
-def up(directory: Path, *, timeout: float = 30.0) -> SandboxInfo:
-    """Start the sandbox process in the background and return once its API serves."""
+def up(directory: Path, *, vault_replicas: int | None = None, timeout: float = 60.0) -> SandboxInfo:
+    """Start the sandbox process in the background and return once its API serves.
+
+    `vault_replicas` is remembered in the dir: a later `up` without it keeps the same number.
+    """
     directory = Path(directory).resolve()
     current = status(directory)
     if current.running:
@@ -120,9 +123,25 @@ def up(directory: Path, *, timeout: float = 30.0) -> SandboxInfo:
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
         (directory / "sandbox.json").unlink()
+    settings = directory / "settings.json"
+    if vault_replicas is None:
+        try:
+            vault_replicas = int(json.loads(settings.read_text()).get("vault_replicas", 0))
+        except (FileNotFoundError, ValueError):
+            vault_replicas = 0
+    files.write_atomic(settings, json.dumps({"vault_replicas": vault_replicas}).encode())
     with (directory / "sandbox.log").open("ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "dr.sandbox", "serve", "--dir", str(directory)],
+            [
+                sys.executable,
+                "-m",
+                "dr.sandbox",
+                "serve",
+                "--dir",
+                str(directory),
+                "--vault-replicas",
+                str(vault_replicas),
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from dr import files
-from dr.adapters import certs
+from dr.adapters import certs, localbao
 from dr.sandbox import apiserver
 
 FLUSH_EVERY = 0.2
@@ -87,7 +87,54 @@ def apply_faults(api: apiserver.ApiServer, path: Path) -> None:
     api.faults.drop_watches = bool(knobs.get("drop_watches", False))
 
 
-def serve(directory: Path, *, port: int = 0) -> None:
+def _record_children(directory: Path, pids: list[int]) -> None:
+    """Add pids to children.json, which `dr sandbox down` kills even if this process was SIGKILLed."""
+    path = directory / "children.json"
+    try:
+        known: list[int] = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        known = []
+    files.write_atomic(path, json.dumps(sorted({*known, *pids})).encode())
+
+
+def start_vault(directory: Path, replicas: int) -> localbao.BaoCluster | None:
+    """Real OpenBao Raft nodes for the sandbox, on the same ports and data across restarts.
+
+    (They become the Vault StatefulSet's pods once the simulated controllers exist.)
+    """
+    if replicas <= 0:
+        return None
+    root = directory / "vault"
+    layout = root / "nodes.json"
+    try:
+        saved = json.loads(layout.read_text())
+        nodes = [
+            localbao.BaoNode(n["node_id"], n["host"], n["api_port"], n["cluster_port"], root / n["node_id"])
+            for n in saved
+        ]
+    except (FileNotFoundError, ValueError, KeyError):
+        nodes = []
+    if nodes and len(nodes) != replicas:
+        raise SystemExit(f"this sandbox's Vault has {len(nodes)} node(s), not {replicas}: use a new sandbox dir")
+    cluster = localbao.BaoCluster(root, size=replicas, generate_root=True, nodes=nodes)
+    if not nodes:
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        files.write_atomic(
+            layout,
+            json.dumps(
+                [
+                    {"node_id": n.node_id, "host": n.host, "api_port": n.api_port, "cluster_port": n.cluster_port}
+                    for n in cluster.nodes
+                ]
+            ).encode(),
+        )
+    cluster.start(wait=False)
+    _record_children(directory, [n.process.pid for n in cluster.nodes if n.process is not None])
+    cluster.wait_listening(timeout=30)
+    return cluster
+
+
+def serve(directory: Path, *, port: int = 0, vault_replicas: int = 0) -> None:
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     lock = os.open(directory / "sandbox.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
@@ -100,10 +147,12 @@ def serve(directory: Path, *, port: int = 0) -> None:
     api = _listen(ca, port or previous, token, _signing_key(directory / "sa.key"))
     load_state(api, directory / "state.json")
     apply_faults(api, directory / "faults.json")
+    vault = start_vault(directory, vault_replicas)
     api.serve_in_thread()
     kubeconfig = directory / "kubeconfig"
     files.write_atomic(kubeconfig, yaml.safe_dump(api.kubeconfig()).encode())
-    files.write_atomic(directory / "dr.yaml", yaml.safe_dump(_dr_config(directory)).encode())
+    config = _dr_config(directory, vault.addresses if vault else [])
+    files.write_atomic(directory / "dr.yaml", yaml.safe_dump(config).encode())
     info = {
         "pid": os.getpid(),
         "url": api.url,
@@ -123,6 +172,8 @@ def serve(directory: Path, *, port: int = 0) -> None:
             save_state(api, directory / "state.json")
     save_state(api, directory / "state.json")
     api.shutdown()
+    if vault is not None:
+        vault.stop()
     with contextlib.suppress(FileNotFoundError):
         (directory / "sandbox.json").unlink()
     os.close(lock)
@@ -145,13 +196,16 @@ def _listen(ca: certs.CertificateAuthority, port: int, token: str, key: rsa.RSAP
     return api
 
 
-def _dr_config(directory: Path) -> dict[str, Any]:
+def _dr_config(directory: Path, vault_addresses: list[str]) -> dict[str, Any]:
     """A configuration for `dr` commands against this sandbox."""
-    return {
+    config: dict[str, Any] = {
         "state_dir": str(directory / "dr-state"),
         "cluster": {"name": "sandbox", "provider": "sandbox", "kubeconfig": str(directory / "kubeconfig")},
         "snapshots": {"store": str(directory / "snapshots")},
     }
+    if vault_addresses:
+        config["vault"] = {"addresses": vault_addresses}
+    return config
 
 
 def main() -> None:
@@ -159,5 +213,6 @@ def main() -> None:
     parser.add_argument("command", choices=["serve"])
     parser.add_argument("--dir", type=Path, required=True)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--vault-replicas", type=int, default=0)
     args = parser.parse_args()
-    serve(args.dir.resolve(), port=args.port)
+    serve(args.dir.resolve(), port=args.port, vault_replicas=args.vault_replicas)

@@ -345,3 +345,38 @@ def test_unknown_bearer_token_is_401(api: apiserver.ApiServer, tmp_path: Path) -
     with pytest.raises(ApiException) as denied:
         core(kubernetes.config.new_client_from_config(str(path))).list_namespace()
     assert 401 == denied.value.status
+
+
+def test_fault_knobs_answer_with_retry_after_and_drop_watches(
+    api: apiserver.ApiServer, client: kubernetes.client.ApiClient
+) -> None:
+    """Injected 429/503 answers carry Retry-After; with drop_watches a long watch ends within seconds."""
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    context = ssl.create_default_context(cadata=api.ca.pem)
+    request = urllib.request.Request(
+        f"{api.url}/api/v1/namespaces", headers={"Authorization": f"Bearer {api.admin_token}"}
+    )
+    api.faults.error_rate = 1.0
+    try:
+        codes: dict[int, str | None] = {}
+        for _ in range(40):
+            try:
+                urllib.request.urlopen(request, context=context, timeout=5)
+            except urllib.error.HTTPError as exc:
+                codes[exc.code] = exc.headers.get("Retry-After")
+        assert set(codes) <= {429, 500, 503}
+        assert all("1" == after for code, after in codes.items() if code in (429, 503))
+        assert set(codes) & {429, 503}
+    finally:
+        api.faults.error_rate = 0.0
+    api.faults.drop_watches = True
+    try:
+        start = time.monotonic()
+        for _ in kubernetes.watch.Watch().stream(core(client).list_namespace, timeout_seconds=60):
+            pass
+        assert time.monotonic() - start < 10
+    finally:
+        api.faults.drop_watches = False

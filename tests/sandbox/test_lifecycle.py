@@ -126,3 +126,22 @@ def test_fault_knobs_change_while_running(tmp_path: Path) -> None:
     finally:
         dr("sandbox", "down", "--dir", str(tmp_path / "sb"))
     assert_gone(info)
+
+
+def test_vault_replicas_are_real_openbao_nodes_and_down_stops_them(tmp_path: Path) -> None:
+    """--vault-replicas 1 runs a real OpenBao that `dr vault status` reaches through DIR/dr.yaml; down stops it
+    even after the sandbox process itself was SIGKILLed."""
+    info = up(tmp_path / "sb", "--vault-replicas", "1")
+    config = str(tmp_path / "sb" / "dr.yaml")
+    status = dr("--config", config, "vault", "status", "-o", "json")
+    assert 1 == status.exit_code  # not initialised yet: not healthy
+    (node,) = json.loads(status.stdout)["nodes"]
+    assert "uninitialized" == node["role"]
+    children = json.loads((tmp_path / "sb" / "children.json").read_text())
+    bao_pids = [p for p in children if p != info["pid"]]
+    assert len(bao_pids) == 1
+    os.kill(int(info["pid"]), signal.SIGKILL)  # type: ignore[call-overload]
+    assert alive(bao_pids[0])  # the OpenBao process outlives a crashed sandbox process...
+    assert 0 == dr("sandbox", "down", "--dir", str(tmp_path / "sb")).exit_code
+    assert not alive(bao_pids[0])  # ...and down still stops it
+    assert not listening(node["address"].replace("http://", "https://"))
