@@ -152,11 +152,8 @@ class BaoCluster:
         return [n.address for n in self.nodes]
 
     def _config(self, node: BaoNode) -> str:
-        joins = "".join(
-            f'  retry_join {{\n    leader_api_addr = "{peer.address}"\n  }}\n'
-            for peer in self.nodes
-            if peer is not node
-        )
+        peers = [p for p in self.nodes if p is not node] if self.retry_join else []
+        joins = "".join(f'  retry_join {{\n    leader_api_addr = "{p.address}"\n  }}\n' for p in peers)
         generate_root = "  disable_unauthed_generate_root_endpoints = false\n" if self.generate_root else ""
         if self.tls is not None:
             pair = self.tls.issue(node.node_id, hosts=[node.host, "localhost"])

@@ -115,11 +115,14 @@ def test_cluster_health_reports_peers_autopilot_and_voters(original: Original) -
 def test_join_and_unseal_an_uninitialised_node(make_bao: Callable[..., bao.BaoCluster]) -> None:
     """Without retry_join, a fresh node joins the leader through sys/storage/raft/join, then unseals as a standby."""
     procs = make_bao(2, retry_join=False)
+    assert "retry_join" not in procs.nodes[1].config_path.read_text()
     leader, follower = (vault.VaultNode(a) for a in procs.addresses)
+    assert not follower.seal_status().initialized  # a fresh node, before any leader exists
     result = leader.init(3, 2)
     remember(result.root_token, *result.shares)
     leader.unseal(result.shares[:2])
     wait_active(leader)
+    # Without retry_join nothing joins by itself (a leftover retry_join once made this check race).
     assert not follower.seal_status().initialized
     follower.join(leader.address)
     assert not follower.unseal(result.shares[1:3]).sealed
