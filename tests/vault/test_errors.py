@@ -2,31 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import pytest
 
 from dr import errors
 from dr.adapters import vault
+from tests import httpstub
 
 
-class Scripted(BaseHTTPRequestHandler):
+class Scripted(httpstub.JsonHandler):
     """Answers every request with the status and Vault-style error body set on the server."""
 
     def do_GET(self) -> None:
-        status, message = self.server.reply  # type: ignore[attr-defined]
-        body = json.dumps({"errors": [message]}).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        status, message = self.server.scripted  # type: ignore[attr-defined]
+        self.reply(status, {"errors": [message]})
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +46,7 @@ def test_http_errors_map_to_transient_or_permanent(
     server: ThreadingHTTPServer, status: int, message: str, kind: type[errors.DRError]
 ) -> None:
     """429/5xx are transient (retry), 4xx permanent; the server's own message and the address are kept."""
-    server.reply = (status, message)  # type: ignore[attr-defined]
+    server.scripted = (status, message)  # type: ignore[attr-defined]
     address = f"http://127.0.0.1:{server.server_address[1]}"
     token = vault.secret.Secret("s.never-shown-token")
     with pytest.raises(kind) as info:

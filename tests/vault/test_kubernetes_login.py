@@ -14,15 +14,16 @@ import ssl
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import yaml
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from dr import cli
 from dr.adapters import certs
+from tests import httpstub
 from tests.harness_vault import Original, remember
 
 NAMESPACE, ACCOUNT, UID = "vault-admin", "dr-snapshot", "5d0b7c55-0000-4000-8000-00000000d00d"
@@ -46,7 +47,7 @@ def service_account_jwt(name: str = ACCOUNT, nonce: str = "") -> str:
     return f"{b64url({'alg': 'RS256', 'typ': 'JWT'})}.{b64url(claims)}.{b64url({'sig': 'not checked'})}"
 
 
-class TokenReviews(BaseHTTPRequestHandler):
+class TokenReviews(httpstub.JsonHandler):
     def do_POST(self) -> None:
         review = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         token = review["spec"]["token"]
@@ -62,15 +63,7 @@ class TokenReviews(BaseHTTPRequestHandler):
                 },
                 audiences=review["spec"].get("audiences", []),
             )
-        body = json.dumps({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "status": status}).encode()
-        self.send_response(201)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.reply(201, {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "status": status})
 
 
 @pytest.fixture
@@ -114,7 +107,7 @@ def test_snapshot_save_logs_in_with_a_service_account_token(
     valid.add(jwt)
     remember(jwt)
     token_file = tmp_path / "token"
-    token_file.write_text(jwt)
+    token_file.write_text("")
     token_file.chmod(0o644)  # as projected into a pod: readable, by design
     config = {
         "cluster": {"name": "prod"},
@@ -131,22 +124,25 @@ def test_snapshot_save_logs_in_with_a_service_account_token(
     }
     (tmp_path / "dr.yaml").write_text(yaml.safe_dump(config))
     env = {"VAULT_TOKEN": "", "BAO_TOKEN": "", "DR_CONFIG": str(tmp_path / "dr.yaml")}
-    saved = CliRunner().invoke(cli.cli, ["--log-format", "json", "snapshot", "save"], env=env)
+
+    def save_with(token: str) -> Result:
+        token_file.write_text(token)
+        return CliRunner().invoke(cli.cli, ["--log-format", "json", "snapshot", "save"], env=env)
+
+    saved = save_with(jwt)
     assert 0 == saved.exit_code, saved.output
     assert 1 == len(list((tmp_path / "store" / "prod").glob("*.json")))
 
     forged = service_account_jwt(name="intruder")
     remember(forged)
-    token_file.write_text(forged)
-    refused = CliRunner().invoke(cli.cli, ["--log-format", "json", "snapshot", "save"], env=env)
+    refused = save_with(forged)
     assert 1 == refused.exit_code
     assert "service account name not authorized" in refused.stderr
 
     # The right names, but a token the cluster's TokenReview does not know: OpenBao refuses it.
     unknown = service_account_jwt(nonce="not-issued-by-the-cluster")
     remember(unknown)
-    token_file.write_text(unknown)
-    refused = CliRunner().invoke(cli.cli, ["--log-format", "json", "snapshot", "save"], env=env)
+    refused = save_with(unknown)
     assert 1 == refused.exit_code
     assert "permission denied" in refused.stderr
     assert all(t not in refused.output for t in (jwt, forged, unknown))
