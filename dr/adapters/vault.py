@@ -620,11 +620,23 @@ class VaultCluster:
                     candidate = self.node(address)
                     if candidate.is_active():
                         return candidate
+        unreachable = len(seen) == len(self.nodes)
         raise errors.TransientError(
             "no active Vault node" + (f" ({'; '.join(seen)})" if seen else ""),
-            hint="an election may be running, or every node is sealed: see `dr vault status`",
+            hint=(
+                "no node answers: check the addresses (vault.addresses, BAO_ADDR/VAULT_ADDR) and the port-forward"
+                if unreachable
+                else "an election may be running, or every node is sealed: see `dr vault status`"
+            ),
             runbook=RUNBOOK_UNSEAL,
         )
+
+    def await_active(self, *, timeout: float = 30.0) -> VaultNode:
+        """The active node, waiting through an election (a few seconds) before giving up."""
+        try:
+            return waiting.wait_until(self.active, what="an active Vault node", timeout=timeout, interval=0.5)
+        except errors.DeadlineExceeded:
+            return self.active()  # raise the last, specific error: unreachable, or sealed/electing
 
     def unseal_all(
         self, shares: Sequence[secret.Secret], *, settle_timeout: float = 60.0, join_timeout: float = 60.0

@@ -33,11 +33,12 @@ def save(
     cluster: vault.VaultCluster,
     *,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    active_timeout: float = 30.0,
 ) -> Saved:
     """Take one snapshot into `cat`; raises (and commits nothing) unless it is complete."""
     started = time.monotonic()
     moment = clock()
-    node = cluster.active()
+    node = cluster.await_active(timeout=active_timeout)
     version = node.seal_status().version
     snapshot_id = catalogue.new_id(moment)
     key = cat.data_key(snapshot_id)

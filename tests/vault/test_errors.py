@@ -60,3 +60,10 @@ def test_connection_refused_is_transient() -> None:
     """Nothing listening: TransientError saying it cannot connect."""
     with pytest.raises(errors.TransientError, match=r"http://127\.0\.0\.1:9: cannot connect \(reading seal status\)"):
         vault.VaultNode("http://127.0.0.1:9").seal_status()
+
+
+def test_no_node_answering_says_to_check_the_addresses() -> None:
+    """When no node answers at all, the hint is about addresses and port-forwards, not elections."""
+    with pytest.raises(errors.TransientError, match="no active Vault node") as info:
+        vault.VaultCluster(["http://127.0.0.1:9", "http://127.0.0.1:19"]).active()
+    assert "check the addresses" in info.value.hint
