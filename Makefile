@@ -18,7 +18,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(shell $(PYTHON) -c 'import sys; print(sys.executable)')
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help install test lint typecheck unit demo lock clean
+.PHONY: help install system-deps test lint typecheck unit demo lock clean
 
 help:
 	@echo "make demo     run dr on the sandbox (set-up included)"
@@ -37,6 +37,14 @@ $(VENV)/.synced: uv.lock pyproject.toml | $(UV)
 
 install: $(VENV)/.synced
 
+# Two tests use system tools: gpg (PGP-encrypted init) and kubectl (the sandbox API).
+# Installed from Debian's packages where missing, so a fresh machine needs nothing by hand.
+SYSTEM_TOOLS := gpg:gnupg kubectl:kubernetes-client
+system-deps:
+	@missing=""; for pair in $(SYSTEM_TOOLS); do command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then echo "installing$$missing"; \
+		apt-get install -y -q $$missing || { apt-get update -q && apt-get install -y -q $$missing; }; fi
+
 lock: | $(UV)
 	$(UV) lock
 
@@ -48,7 +56,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-unit: install
+unit: install system-deps
 	$(BIN)/pytest
 
 test: lint typecheck unit

@@ -210,7 +210,7 @@ class SecretsManagerKeys:
     region: str | None = None
     endpoint_url: str | None = None
     description: str = "aws-secretsmanager"
-    _data: dict[str, Any] | None = None
+    _data: dict[str, Any] | None = field(default=None, repr=False)  # raw values: never in a repr
 
     def _load(self) -> dict[str, Any]:
         if self._data is None:
@@ -251,7 +251,7 @@ class SsmKeys:
     region: str | None = None
     endpoint_url: str | None = None
     description: str = "aws-ssm"
-    _values: dict[str, str] | None = None
+    _values: dict[str, str] | None = field(default=None, repr=False)  # raw values: never in a repr
 
     def _load(self) -> dict[str, str]:
         if self._values is None:

@@ -19,9 +19,10 @@ import queue
 import threading
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from dr import errors
+from dr.adapters import stores
 
 REQUIRED: Final = ("meta.json", "state.bin", "SHA256SUMS", "SHA256SUMS.sealed")
 _SMALL: Final = {"meta.json", "SHA256SUMS", "SHA256SUMS.sealed"}
@@ -53,11 +54,7 @@ class SnapshotInfo:
 
 
 def _bad(message: str) -> errors.SnapshotError:
-    return errors.SnapshotError(
-        message,
-        hint="do not restore this snapshot; take a new one, or choose an older verified snapshot",
-        runbook=RUNBOOK,
-    )
+    return errors.SnapshotError(message, runbook=RUNBOOK)
 
 
 @dataclass
@@ -272,11 +269,7 @@ class BackgroundCheck:
         return dataclasses.replace(self._archive.finish(), sha256=self._hash.hexdigest())
 
 
-class _Readable(Protocol):
-    def read(self, size: int = -1, /) -> bytes: ...
-
-
-def inspect(stream: _Readable, *, chunk_size: int = 1 << 16) -> SnapshotInfo:
+def inspect(stream: stores.Readable, *, chunk_size: int = 1 << 16) -> SnapshotInfo:
     """Read a stored snapshot to its end and check it."""
     archive = RaftArchive()
     while chunk := stream.read(chunk_size):

@@ -30,8 +30,9 @@ def check(
 ) -> raft_archive.SnapshotInfo:
     """Read the stored bytes once: archive complete, size and sha256 as in the manifest."""
     manifest = entry.manifest
-    archive = raft_archive.RaftArchive()
+    archive = raft_archive.RaftArchive(hash_stream=False)  # the stream is hashed once, below
     digest = hashlib.sha256()
+    broken: errors.SnapshotError | None = None
     out = copy_to.open("wb") if copy_to else None
     try:
         with cat.store.open(cat.data_key(manifest.id)) as stream:
@@ -39,10 +40,11 @@ def check(
                 digest.update(chunk)
                 if out:
                     out.write(chunk)
-                try:
-                    archive.feed(chunk)
-                except errors.SnapshotError:
-                    continue  # keep hashing: the checksum verdict names the real problem
+                if broken is None:
+                    try:
+                        archive.feed(chunk)
+                    except errors.SnapshotError as exc:
+                        broken = exc  # keep hashing: the checksum verdict names the real problem
     finally:
         if out:
             out.close()
@@ -52,6 +54,8 @@ def check(
             f"instead of {manifest.sha256[:16]}…",
             hint="the stored object was changed or damaged; do not restore it, choose another snapshot",
         )
+    if broken is not None:
+        raise broken
     info = archive.finish()
     if info.size != manifest.size:
         raise errors.SnapshotError(f"snapshot {manifest.id} is {info.size} bytes; its manifest says {manifest.size}")
@@ -66,9 +70,9 @@ def verify(
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> catalogue.Verification:
     """Check one snapshot, record the verdict beside its manifest, and return it (never raises for a bad one)."""
-    workdir = Path(tempfile.mkdtemp(prefix="dr-verify-"))
+    workdir = Path(tempfile.mkdtemp(prefix="dr-verify-")) if restore_test else None
     try:
-        copy = workdir / "snapshot.snap" if restore_test else None
+        copy = workdir / "snapshot.snap" if workdir else None
         try:
             info = check(cat, entry, copy_to=copy)
             detail = f"sha256 and archive ok (Raft index {info.index}, term {info.term})"
@@ -78,7 +82,8 @@ def verify(
         except errors.DRError as exc:
             result = catalogue.Verification(catalogue.stamp(clock()), False, str(exc), restore_test is not None)
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
     if not cat.store.read_only:
         cat.record(entry.manifest.id, result)
     log.info("snapshot_verified", id=entry.manifest.id, ok=result.ok, detail=result.detail)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -33,7 +32,6 @@ spec:
 """
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed on this machine")
 def test_kubectl_apply_get_delete(kubeconfig: Path, tmp_path: Path) -> None:
     """kubectl apply (client- and server-side), get -o json and delete work through the kubeconfig."""
     manifest = tmp_path / "m.yaml"
