@@ -476,7 +476,7 @@ def snapshot_schedule_cmd(app: App, cron: str, out_dir: str | None) -> None:
 
 @cli.group("sandbox")
 def sandbox_group() -> None:
-    """A local platform to try recoveries on: an emulated Kubernetes API (more arrives with the sandbox issues)."""
+    """A local platform to try recoveries on: a Kubernetes API, Argo CD, ESO and real OpenBao pods."""
 
 
 def sandbox_dir_option(func: F) -> F:
@@ -492,10 +492,18 @@ def sandbox_dir_option(func: F) -> F:
 @sandbox_group.command("up")
 @sandbox_dir_option
 @click.option(
-    "--vault-replicas",
-    type=click.IntRange(0, 5),
+    "--repo",
+    "repos",
+    multiple=True,
+    metavar="URL=DIR",
+    help="Serve a Git repository URL from a local directory to Argo CD [default: the platform repo from"
+    " examples/platform]. Repeatable; remembered in the dir.",
+)
+@click.option(
+    "--pod-ready-seconds",
+    type=click.FloatRange(0, 60),
     default=None,
-    help="Real OpenBao Raft nodes to run (0 to 5) [default: as before, else 0].",
+    help="How long a simulated pod takes to become Ready [default: 1].",
 )
 @click.option("--api-latency-ms", type=click.IntRange(min=0), default=None, help="Delay every API request.")
 @click.option(
@@ -510,20 +518,32 @@ def sandbox_dir_option(func: F) -> F:
 def sandbox_up_cmd(
     app: App,
     directory: str,
-    vault_replicas: int | None,
+    repos: tuple[str, ...],
+    pod_ready_seconds: float | None,
     api_latency_ms: int | None,
     api_error_rate: float | None,
     drop_watches: bool | None,
     output: str,
 ) -> None:
-    """Start the sandbox in the background; returns once its API serves."""
+    """Start the sandbox in the background; returns once its API serves.
+
+    The sandbox is a Kubernetes API with simulated Argo CD, External Secrets
+    and workload controllers; apply Argo CD and the root app to it and the
+    platform comes up, its Vault pods being real OpenBao processes.
+    """
     app.load()
     target = Path(directory)
+    mapping = {}
+    for entry in repos:
+        url, sep, path = entry.partition("=")
+        if not sep or not url or not path:
+            raise errors.ConfigError(f"--repo takes URL=DIR, not {entry!r}")
+        mapping[url] = path
     if api_latency_ms is not None or api_error_rate is not None or drop_watches is not None:
         sandbox_process.set_faults(
             target, api_latency_ms=api_latency_ms, api_error_rate=api_error_rate, drop_watches=drop_watches
         )
-    info = sandbox_process.up(target, vault_replicas=vault_replicas)
+    info = sandbox_process.up(target, repos=mapping, pod_ready_seconds=pod_ready_seconds)
     config_path = target.resolve() / "dr.yaml"
     text = f"sandbox up: {info.url} (pid {info.pid})\nkubeconfig: {info.kubeconfig}\nconfig: {config_path}"
     _emit(info.to_dict(), text, output)
@@ -547,15 +567,38 @@ def sandbox_status_cmd(ctx: click.Context, directory: str, output: str) -> None:
 @click.option("--api-latency-ms", type=click.IntRange(min=0), default=None, help="Delay every API request.")
 @click.option("--api-error-rate", type=click.FloatRange(0, 1), default=None, help="Share of 500/503/429 answers.")
 @click.option("--drop-watches/--keep-watches", default=None, help="End every watch after about a second.")
+@click.option("--fail-workload", "fail", multiple=True, metavar="NS/NAME", help="Make a workload's pods crash-loop.")
+@click.option("--heal-workload", "heal", multiple=True, metavar="NS/NAME", help="Stop a workload failing.")
+@click.option("--kill-pod", "kill", multiple=True, metavar="NS/POD", help="SIGKILL a Vault pod's OpenBao (a crash).")
+@click.option("--restart-pod", "restart", multiple=True, metavar="NS/POD", help="Restart a Vault pod's OpenBao.")
 @click.pass_obj
 def sandbox_faults_cmd(
-    app: App, directory: str, api_latency_ms: int | None, api_error_rate: float | None, drop_watches: bool | None
+    app: App,
+    directory: str,
+    api_latency_ms: int | None,
+    api_error_rate: float | None,
+    drop_watches: bool | None,
+    fail: tuple[str, ...],
+    heal: tuple[str, ...],
+    kill: tuple[str, ...],
+    restart: tuple[str, ...],
 ) -> None:
-    """Change the fault knobs of a running (or future) sandbox."""
+    """Change the fault knobs of a running (or future) sandbox, or crash its Vault pods."""
     app.load()
     knobs = sandbox_process.set_faults(
-        Path(directory), api_latency_ms=api_latency_ms, api_error_rate=api_error_rate, drop_watches=drop_watches
+        Path(directory),
+        api_latency_ms=api_latency_ms,
+        api_error_rate=api_error_rate,
+        drop_watches=drop_watches,
+        fail=fail,
+        heal=heal,
     )
+    for pod in kill:
+        sandbox_process.pod_fault(Path(directory), pod, kill=True)
+        click.echo(f"killed {pod}'s OpenBao process; the pod restarts it sealed")
+    for pod in restart:
+        sandbox_process.pod_fault(Path(directory), pod, kill=False)
+        click.echo(f"restarted {pod}'s OpenBao process; it comes back sealed")
     click.echo("faults: " + ", ".join(f"{k}={v}" for k, v in sorted(knobs.items())))
 
 

@@ -4,13 +4,15 @@ The client's models are strict pydantic models generated from the API's
 OpenAPI schema (extra fields forbidden, strict types, required fields), so
 validating a manifest against them catches what `kubectl apply
 --dry-run=client` would: unknown fields, wrong types, missing required
-fields. Custom resources are checked against the small schemas below.
+fields. Custom resources are checked against the closed JSON schemas below,
+which hold the fields of the upstream CRDs that the project's manifests use.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import jsonschema
 import kubernetes.client
 import pydantic
 
@@ -29,7 +31,151 @@ MODELS = {
     ("rbac.authorization.k8s.io/v1", "ClusterRole"): "V1ClusterRole",
     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): "V1ClusterRoleBinding",
 }
+MODELS.update(
+    {
+        ("networking.k8s.io/v1", "NetworkPolicy"): "V1NetworkPolicy",
+        ("apiextensions.k8s.io/v1", "CustomResourceDefinition"): "V1CustomResourceDefinition",
+    }
+)
 PROMETHEUS_RULE_FIELDS = {"alert", "record", "expr", "for", "labels", "annotations", "keep_firing_for"}
+
+
+def _obj(required: list[str], **properties: Any) -> dict[str, Any]:
+    """A closed JSON-schema object: unknown fields are errors, as with the CRDs' structural schemas."""
+    return {"type": "object", "required": required, "properties": properties, "additionalProperties": False}
+
+
+_STR: dict[str, Any] = {"type": "string"}
+_STRS: dict[str, Any] = {"type": "array", "items": _STR}
+_ANY: dict[str, Any] = {"type": "object"}
+_META = {"type": "object", "required": ["name"]}
+_GK = {"type": "array", "items": _obj(["group", "kind"], group=_STR, kind=_STR)}
+_SOURCE = {
+    **_obj(
+        ["repoURL"], repoURL=_STR, path=_STR, chart=_STR, targetRevision=_STR, helm=_ANY, directory=_ANY, kustomize=_ANY
+    ),
+    "oneOf": [{"required": ["path"]}, {"required": ["chart"]}],
+}
+_SYNC_POLICY = _obj(
+    [],
+    automated=_obj([], prune={"type": "boolean"}, selfHeal={"type": "boolean"}, allowEmpty={"type": "boolean"}),
+    syncOptions=_STRS,
+    retry=_obj(
+        [], limit={"type": "integer"}, backoff=_obj([], duration=_STR, factor={"type": "integer"}, maxDuration=_STR)
+    ),
+)
+# The fields of Argo CD's, ESO's and the Prometheus operator's CRDs that the examples use (from their API types).
+CUSTOM: dict[tuple[str, str], dict[str, Any]] = {
+    ("argoproj.io/v1alpha1", "Application"): _obj(
+        ["apiVersion", "kind", "metadata", "spec"],
+        apiVersion=_STR,
+        kind=_STR,
+        metadata=_META,
+        spec=_obj(
+            ["project", "source", "destination"],
+            project=_STR,
+            source=_SOURCE,
+            destination=_obj(["namespace"], server=_STR, name=_STR, namespace=_STR),
+            syncPolicy=_SYNC_POLICY,
+        ),
+    ),
+    ("argoproj.io/v1alpha1", "AppProject"): _obj(
+        ["apiVersion", "kind", "metadata", "spec"],
+        apiVersion=_STR,
+        kind=_STR,
+        metadata=_META,
+        spec=_obj(
+            ["sourceRepos", "destinations"],
+            description=_STR,
+            sourceRepos=_STRS,
+            destinations={"type": "array", "items": _obj(["namespace"], server=_STR, name=_STR, namespace=_STR)},
+            clusterResourceWhitelist=_GK,
+            clusterResourceBlacklist=_GK,
+            namespaceResourceWhitelist=_GK,
+            namespaceResourceBlacklist=_GK,
+        ),
+    ),
+    ("external-secrets.io/v1", "ClusterSecretStore"): _obj(
+        ["apiVersion", "kind", "metadata", "spec"],
+        apiVersion=_STR,
+        kind=_STR,
+        metadata=_META,
+        spec=_obj(
+            ["provider"],
+            provider=_obj(
+                ["vault"],
+                vault=_obj(
+                    ["server", "path", "version", "auth"],
+                    server=_STR,
+                    path=_STR,
+                    version={"enum": ["v1", "v2"]},
+                    auth=_obj(
+                        ["kubernetes"],
+                        kubernetes=_obj(
+                            ["mountPath", "role", "serviceAccountRef"],
+                            mountPath=_STR,
+                            role=_STR,
+                            serviceAccountRef=_obj(["name"], name=_STR, namespace=_STR, audiences=_STRS),
+                        ),
+                    ),
+                ),
+            ),
+        ),
+    ),
+    ("external-secrets.io/v1", "ExternalSecret"): _obj(
+        ["apiVersion", "kind", "metadata", "spec"],
+        apiVersion=_STR,
+        kind=_STR,
+        metadata=_META,
+        spec=_obj(
+            ["secretStoreRef", "target"],
+            refreshInterval=_STR,
+            secretStoreRef=_obj(["name", "kind"], name=_STR, kind={"enum": ["SecretStore", "ClusterSecretStore"]}),
+            target=_obj(["name"], name=_STR, creationPolicy={"enum": ["Owner", "Orphan", "Merge", "None"]}),
+            data={
+                "type": "array",
+                "items": _obj(
+                    ["secretKey", "remoteRef"],
+                    secretKey=_STR,
+                    remoteRef=_obj(["key"], key=_STR, property=_STR, version=_STR),
+                ),
+            },
+        ),
+    ),
+    ("monitoring.coreos.com/v1alpha1", "AlertmanagerConfig"): _obj(
+        ["apiVersion", "kind", "metadata", "spec"],
+        apiVersion=_STR,
+        kind=_STR,
+        metadata=_META,
+        spec=_obj(
+            ["route", "receivers"],
+            route=_obj(
+                ["receiver"],
+                receiver=_STR,
+                groupBy=_STRS,
+                groupWait=_STR,
+                groupInterval=_STR,
+                repeatInterval=_STR,
+            ),
+            receivers={
+                "type": "array",
+                "items": _obj(
+                    ["name"],
+                    name=_STR,
+                    discordConfigs={
+                        "type": "array",
+                        "items": _obj(
+                            ["apiURL"],
+                            apiURL=_obj(["name", "key"], name=_STR, key=_STR),
+                            sendResolved={"type": "boolean"},
+                        ),
+                    },
+                ),
+            },
+            inhibitRules={"type": "array", "items": _ANY},
+        ),
+    ),
+}
 
 
 def validate(doc: dict[str, Any]) -> list[str]:
@@ -48,6 +194,10 @@ def validate(doc: dict[str, Any]) -> list[str]:
         return problems
     if (api, kind) == ("kustomize.config.k8s.io/v1beta1", "Kustomization"):
         return [] if isinstance(doc.get("resources"), list) else [f"{name}: resources must be a list"]
+    schema = CUSTOM.get((str(api), str(kind)))
+    if schema is not None:
+        validator = jsonschema.Draft202012Validator(schema)
+        return [f"{name}: {'.'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(doc)]
     model = MODELS.get((api, kind))
     if model is None:
         return [f"{name}: no schema for {api} {kind}"]

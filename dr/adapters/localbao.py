@@ -176,12 +176,16 @@ class BaoCluster:
     def start(self, *, wait: bool = True, timeout: float = 30.0) -> BaoCluster:
         """Write each node's config and start its process; wait until every API answers."""
         for node in self.nodes:
-            node.data_dir.mkdir(parents=True, exist_ok=True)
-            node.config_path.write_text(self._config(node))
-            self._spawn(node)
+            self.start_node(node)
         if wait:
             self.wait_listening(timeout=timeout)
         return self
+
+    def start_node(self, node: BaoNode) -> None:
+        """Start one node (a pod of the sandbox's Vault StatefulSet) without waiting for it."""
+        node.data_dir.mkdir(parents=True, exist_ok=True)
+        node.config_path.write_text(self._config(node))
+        self._spawn(node)
 
     def _spawn(self, node: BaoNode) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}

@@ -84,14 +84,23 @@ def status(directory: Path) -> SandboxInfo:
     return SandboxInfo(directory, running, running and _healthy(directory, url), pid, url, Path(info["kubeconfig"]))
 
 
+PLATFORM_REPO = "https://github.com/temitayocharles/platform-gitops.git"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "platform"
+
+
 def set_faults(
     directory: Path,
     *,
     api_latency_ms: int | None = None,
     api_error_rate: float | None = None,
     drop_watches: bool | None = None,
+    fail: tuple[str, ...] = (),
+    heal: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Change the fault knobs; a running sandbox picks them up within a fraction of a second."""
+    """Change the fault knobs; a running sandbox picks them up within a fraction of a second.
+
+    `fail` and `heal` add and remove NAMESPACE/NAME workloads whose pods crash-loop.
+    """
     path = Path(directory) / "faults.json"
     try:
         knobs: dict[str, Any] = json.loads(path.read_text())
@@ -106,15 +115,62 @@ def set_faults(
             knobs[key] = value
     if not 0 <= float(knobs.get("api_error_rate", 0)) <= 1:
         raise errors.ConfigError("--api-error-rate must be between 0 and 1")
+    for name in (*fail, *heal):
+        _namespaced(name, "--fail-workload/--heal-workload")
+    failing = (set(knobs.get("fail_workloads") or []) | set(fail)) - set(heal)
+    knobs["fail_workloads"] = sorted(failing)
     Path(directory).mkdir(mode=0o700, parents=True, exist_ok=True)
     files.write_atomic(path, json.dumps(knobs).encode())
     return knobs
 
 
-def up(directory: Path, *, vault_replicas: int | None = None, timeout: float = 60.0) -> SandboxInfo:
+def _namespaced(name: str, option: str) -> None:
+    namespace, _, rest = name.partition("/")
+    if not namespace or not rest or "/" in rest:
+        raise errors.ConfigError(f"{option} takes NAMESPACE/NAME, not {name!r}", hint="for example vault/vault-0")
+
+
+def pod_fault(directory: Path, pod: str, *, kill: bool, timeout: float = 20.0) -> None:
+    """Kill (SIGKILL, a crash) or restart (SIGTERM) a Vault pod's OpenBao process in a running sandbox."""
+    option = "--kill-pod" if kill else "--restart-pod"
+    _namespaced(pod, option)
+    directory = Path(directory).resolve()
+    if not status(directory).healthy:
+        raise errors.PermanentError(
+            f"no sandbox serves {directory}", hint="start one with `dr sandbox up`", runbook=RUNBOOK
+        )
+    inbox = directory / "actions"
+    inbox.mkdir(mode=0o700, exist_ok=True)
+    request = inbox / f"{time.time_ns()}.json"
+    files.write_atomic(request, json.dumps({"action": "kill" if kill else "restart", "pod": pod}).encode())
+    answer = request.with_suffix(".done")
+
+    def done() -> dict[str, Any] | waiting.Pending:
+        try:
+            return json.loads(answer.read_text())  # type: ignore[no-any-return]
+        except (FileNotFoundError, ValueError):
+            return waiting.Pending("waiting for the sandbox to act")
+
+    result = waiting.wait_until(done, what=f"the sandbox to {option[2:]} {pod}", timeout=timeout, interval=0.05)
+    answer.unlink(missing_ok=True)
+    if not result.get("ok"):
+        raise errors.PermanentError(
+            str(result.get("message")), hint="list the pods with `kubectl get pods -A`", runbook=RUNBOOK
+        )
+
+
+def up(
+    directory: Path,
+    *,
+    repos: dict[str, str] | None = None,
+    pod_ready_seconds: float | None = None,
+    timeout: float = 60.0,
+) -> SandboxInfo:
     """Start the sandbox process in the background and return once its API serves.
 
-    `vault_replicas` is remembered in the dir: a later `up` without it keeps the same number.
+    `repos` maps Git URLs to local directories for the simulated Argo CD (by
+    default the project's `examples/platform` serves as the platform repo);
+    settings are remembered in the dir, so a later `up` keeps them.
     """
     directory = Path(directory).resolve()
     current = status(directory)
@@ -123,25 +179,21 @@ def up(directory: Path, *, vault_replicas: int | None = None, timeout: float = 6
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
         (directory / "sandbox.json").unlink()
-    settings = directory / "settings.json"
-    if vault_replicas is None:
-        try:
-            vault_replicas = int(json.loads(settings.read_text()).get("vault_replicas", 0))
-        except (FileNotFoundError, ValueError):
-            vault_replicas = 0
-    files.write_atomic(settings, json.dumps({"vault_replicas": vault_replicas}).encode())
+    settings_path = directory / "settings.json"
+    try:
+        settings: dict[str, Any] = json.loads(settings_path.read_text())
+    except (FileNotFoundError, ValueError):
+        settings = {"repos": {PLATFORM_REPO: str(EXAMPLES)} if EXAMPLES.is_dir() else {}}
+    for url, path in (repos or {}).items():
+        if not Path(path).is_dir():
+            raise errors.ConfigError(f"--repo {url}={path}: {path} is not a directory")
+        settings.setdefault("repos", {})[url] = str(Path(path).resolve())
+    if pod_ready_seconds is not None:
+        settings["pod_ready_seconds"] = pod_ready_seconds
+    files.write_atomic(settings_path, json.dumps(settings).encode())
     with (directory / "sandbox.log").open("ab") as log:
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "dr.sandbox",
-                "serve",
-                "--dir",
-                str(directory),
-                "--vault-replicas",
-                str(vault_replicas),
-            ],
+            [sys.executable, "-m", "dr.sandbox", "serve", "--dir", str(directory)],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

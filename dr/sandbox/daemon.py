@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import fcntl
 import json
+import logging
 import os
 import secrets
 import signal
@@ -28,8 +30,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from dr import files
-from dr.adapters import certs, localbao
-from dr.sandbox import apiserver
+from dr.adapters import certs
+from dr.sandbox import apiserver, argocd, eso, kube, loop, vaultpods, workloads
 
 FLUSH_EVERY = 0.2
 
@@ -77,14 +79,15 @@ def save_state(api: apiserver.ApiServer, path: Path) -> None:
     files.write_atomic(path, payload)
 
 
-def apply_faults(api: apiserver.ApiServer, path: Path) -> None:
+def apply_faults(api: apiserver.ApiServer, knobs: Knobs, path: Path) -> None:
     try:
-        knobs = json.loads(path.read_text())
+        faults = json.loads(path.read_text())
     except (FileNotFoundError, ValueError):
         return
-    api.faults.latency_ms = int(knobs.get("api_latency_ms", 0))
-    api.faults.error_rate = float(knobs.get("api_error_rate", 0.0))
-    api.faults.drop_watches = bool(knobs.get("drop_watches", False))
+    api.faults.latency_ms = int(faults.get("api_latency_ms", 0))
+    api.faults.error_rate = float(faults.get("api_error_rate", 0.0))
+    api.faults.drop_watches = bool(faults.get("drop_watches", False))
+    knobs.failing = set(faults.get("fail_workloads") or [])
 
 
 def _record_children(directory: Path, pids: list[int]) -> None:
@@ -97,44 +100,71 @@ def _record_children(directory: Path, pids: list[int]) -> None:
     files.write_atomic(path, json.dumps(sorted({*known, *pids})).encode())
 
 
-def start_vault(directory: Path, replicas: int) -> localbao.BaoCluster | None:
-    """Real OpenBao Raft nodes for the sandbox, on the same ports and data across restarts.
+class Knobs:
+    """The live settings and fault knobs the controllers read on every pass."""
 
-    (They become the Vault StatefulSet's pods once the simulated controllers exist.)
-    """
-    if replicas <= 0:
-        return None
-    root = directory / "vault"
-    layout = root / "nodes.json"
-    try:
-        saved = json.loads(layout.read_text())
-        nodes = [
-            localbao.BaoNode(n["node_id"], n["host"], n["api_port"], n["cluster_port"], root / n["node_id"])
-            for n in saved
-        ]
-    except (FileNotFoundError, ValueError, KeyError):
-        nodes = []
-    if nodes and len(nodes) != replicas:
-        raise SystemExit(f"this sandbox's Vault has {len(nodes)} node(s), not {replicas}: use a new sandbox dir")
-    cluster = localbao.BaoCluster(root, size=replicas, generate_root=True, nodes=nodes)
-    if not nodes:
-        root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        files.write_atomic(
-            layout,
-            json.dumps(
-                [
-                    {"node_id": n.node_id, "host": n.host, "api_port": n.api_port, "cluster_port": n.cluster_port}
-                    for n in cluster.nodes
-                ]
-            ).encode(),
-        )
-    cluster.start(wait=False)
-    _record_children(directory, [n.process.pid for n in cluster.nodes if n.process is not None])
-    cluster.wait_listening(timeout=30)
-    return cluster
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        try:
+            settings = json.loads((directory / "settings.json").read_text())
+        except (FileNotFoundError, ValueError):
+            settings = {}
+        self.repos: dict[str, str] = dict(settings.get("repos") or {})
+        self.ready_seconds = float(settings.get("pod_ready_seconds", 1.0))
+        self.refresh_seconds = float(settings.get("refresh_seconds", 3.0))
+        self.failing: set[str] = set()
 
 
-def serve(directory: Path, *, port: int = 0, vault_replicas: int = 0) -> None:
+def start_platform(
+    api: apiserver.ApiServer, directory: Path, knobs: Knobs, stop: threading.Event
+) -> vaultpods.VaultPods:
+    """The simulated controllers, each on its own HTTPS client to the API, like pods of a real cluster."""
+    client = kube.Kube(api.url, api.admin_token, str(api.ca.cert_path))
+    vault = vaultpods.VaultPods(on_spawn=lambda pid: _record_children(directory, [pid]))
+    controllers: list[loop.Controller] = [
+        workloads.Workloads(
+            client.clone(),
+            stop,
+            network=workloads.Network(directory / "network.json"),
+            volumes=directory / "volumes",
+            ready_seconds=lambda: knobs.ready_seconds,
+            failing=lambda: knobs.failing,
+            runtimes=[vault],
+        ),
+        argocd.ArgoCD(client.clone(), stop, repos=lambda: knobs.repos, refresh_seconds=lambda: knobs.refresh_seconds),
+        eso.ExternalSecrets(client.clone(), stop),
+    ]
+    for controller in controllers:
+        controller.start()
+    return vault
+
+
+def run_actions(directory: Path, vault: vaultpods.VaultPods) -> None:
+    """One-shot faults (`dr sandbox faults --kill-pod`): a request file in, a result file out."""
+    inbox = directory / "actions"
+    if not inbox.is_dir():
+        return
+    for request in sorted(inbox.glob("*.json")):
+        try:
+            action = json.loads(request.read_text())
+            namespace, _, name = str(action["pod"]).partition("/")
+            done = vault.signal(namespace, name, kill=action["action"] == "kill")
+            result = {"ok": done, "message": "" if done else f"no Vault pod {action['pod']} runs in this sandbox"}
+        except (ValueError, KeyError, OSError) as exc:
+            result = {"ok": False, "message": f"bad action request: {exc}"}
+        files.write_atomic(request.with_suffix(".done"), json.dumps(result).encode())
+        request.unlink(missing_ok=True)
+
+
+def _sync_dr_config(directory: Path, vault: vaultpods.VaultPods, written: list[str]) -> list[str]:
+    """Keep DIR/dr.yaml's Vault addresses on the Vault pods as they come and go."""
+    addresses = sorted(p.node.address for p in list(vault.pods.values()))
+    if addresses != written:
+        files.write_atomic(directory / "dr.yaml", yaml.safe_dump(_dr_config(directory, addresses)).encode())
+    return addresses
+
+
+def serve(directory: Path, *, port: int = 0) -> None:
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     lock = os.open(directory / "sandbox.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
@@ -146,13 +176,14 @@ def serve(directory: Path, *, port: int = 0, vault_replicas: int = 0) -> None:
     previous = _previous_port(directory)
     api = _listen(ca, port or previous, token, _signing_key(directory / "sa.key"))
     load_state(api, directory / "state.json")
-    apply_faults(api, directory / "faults.json")
-    vault = start_vault(directory, vault_replicas)
+    knobs = Knobs(directory)
+    apply_faults(api, knobs, directory / "faults.json")
     api.serve_in_thread()
     kubeconfig = directory / "kubeconfig"
     files.write_atomic(kubeconfig, yaml.safe_dump(api.kubeconfig()).encode())
-    config = _dr_config(directory, vault.addresses if vault else [])
-    files.write_atomic(directory / "dr.yaml", yaml.safe_dump(config).encode())
+    stop = threading.Event()
+    vault = start_platform(api, directory, knobs, stop)
+    written = _sync_dr_config(directory, vault, ["-"])
     info = {
         "pid": os.getpid(),
         "url": api.url,
@@ -161,19 +192,19 @@ def serve(directory: Path, *, port: int = 0, vault_replicas: int = 0) -> None:
         "kubeconfig": str(kubeconfig),
     }
     files.write_atomic(directory / "sandbox.json", json.dumps(info).encode())
-    stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     flushed = -1
     while not stop.wait(FLUSH_EVERY):
-        apply_faults(api, directory / "faults.json")
+        apply_faults(api, knobs, directory / "faults.json")
+        run_actions(directory, vault)
+        written = _sync_dr_config(directory, vault, written)
         if api.store.rv != flushed:
             flushed = api.store.rv
             save_state(api, directory / "state.json")
     save_state(api, directory / "state.json")
     api.shutdown()
-    if vault is not None:
-        vault.stop()
+    vault.stop_all()
     with contextlib.suppress(FileNotFoundError):
         (directory / "sandbox.json").unlink()
     os.close(lock)
@@ -213,6 +244,7 @@ def main() -> None:
     parser.add_argument("command", choices=["serve"])
     parser.add_argument("--dir", type=Path, required=True)
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--vault-replicas", type=int, default=0)
     args = parser.parse_args()
-    serve(args.dir.resolve(), port=args.port, vault_replicas=args.vault_replicas)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>`: every thread's stack to the log
+    serve(args.dir.resolve(), port=args.port)

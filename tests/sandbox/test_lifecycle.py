@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -128,15 +129,46 @@ def test_fault_knobs_change_while_running(tmp_path: Path) -> None:
     assert_gone(info)
 
 
-def test_vault_replicas_are_real_openbao_nodes_and_down_stops_them(tmp_path: Path) -> None:
-    """--vault-replicas 1 runs a real OpenBao that `dr vault status` reaches through DIR/dr.yaml; down stops it
-    even after the sandbox process itself was SIGKILLed."""
-    info = up(tmp_path / "sb", "--vault-replicas", "1")
+VAULT = """\
+apiVersion: v1
+kind: Namespace
+metadata: {name: vault}
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: vault, namespace: vault}
+spec:
+  replicas: 1
+  serviceName: vault-internal
+  selector: {matchLabels: {app.kubernetes.io/name: vault, component: server}}
+  template:
+    metadata: {labels: {app.kubernetes.io/name: vault, component: server}}
+    spec: {containers: [{name: vault, image: "hashicorp/vault:1.18.1"}]}
+  volumeClaimTemplates:
+    - metadata: {name: data}
+      spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
+"""
+
+
+def test_vault_pods_are_real_openbao_and_down_stops_them(tmp_path: Path) -> None:
+    """A Vault StatefulSet's pod is a real OpenBao that `dr vault status` reaches through DIR/dr.yaml; down
+    stops it even after the sandbox process itself was SIGKILLed."""
+    info = up(tmp_path / "sb")
+    manifest = tmp_path / "vault.yaml"
+    manifest.write_text(VAULT)
+    kubectl = ["kubectl", "--kubeconfig", str(tmp_path / "sb" / "kubeconfig"), "apply", "--validate=false"]
+    assert 0 == subprocess.run([*kubectl, "-f", str(manifest)], capture_output=True, timeout=60, check=False).returncode
     config = str(tmp_path / "sb" / "dr.yaml")
-    status = dr("--config", config, "vault", "status", "-o", "json")
-    assert 1 == status.exit_code  # not initialised yet: not healthy
-    (node,) = json.loads(status.stdout)["nodes"]
+    deadline = time.monotonic() + 30
+    while True:  # the sandbox writes the pod's address into dr.yaml once the pod runs, then OpenBao answers
+        status = dr("--config", config, "vault", "status", "-o", "json")
+        nodes = json.loads(status.stdout)["nodes"] if status.exit_code in (0, 1) and status.stdout else []
+        if (nodes and nodes[0]["role"] != "unreachable") or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    (node,) = nodes
     assert "uninitialized" == node["role"]
+    assert 1 == status.exit_code  # not initialised yet: not healthy
     children = json.loads((tmp_path / "sb" / "children.json").read_text())
     bao_pids = [p for p in children if p != info["pid"]]
     assert len(bao_pids) == 1

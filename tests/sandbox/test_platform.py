@@ -1,0 +1,395 @@
+"""The whole platform on a fresh sandbox, driven only through its API as a user would drive a cluster.
+
+One sandbox for the module (starting it and its three OpenBao pods is the
+expensive part): kubectl applies Argo CD and the root app from
+examples/platform, the simulated controllers do the rest. Vault is initialised
+and unsealed through the project's Vault adapter, as `dr recover` will.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import hvac
+import kubernetes
+import pytest
+from click.testing import CliRunner
+
+from dr import cli, errors
+from dr.adapters import sandbox_process, vault
+from dr.sandbox import apiserver
+from tests.harness_vault import remember
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "platform"
+APPS = {
+    "platform-root",
+    "platform-tools-app",
+    "observability-app",
+    "security-app",
+    "workloads-app",
+    "vault",
+    "external-secrets",
+    "argo-cd",
+    "kube-prometheus-stack",
+}
+DEMO_VALUE = "demo-api-key-7f3a"
+REPO = "https://github.com/temitayocharles/platform-gitops.git"
+T = TypeVar("T")
+
+
+def eventually(probe: Callable[[], T | None], what: str, timeout: float = 60) -> T:
+    """Poll until `probe` returns something truthy; fail naming what never happened and the last value seen."""
+    deadline, last = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last seen: {last!r}")
+
+
+@dataclass
+class Platform:
+    directory: Path
+    client: kubernetes.client.ApiClient
+    unsealed: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def core(self) -> kubernetes.client.CoreV1Api:
+        return kubernetes.client.CoreV1Api(self.client)
+
+    @property
+    def custom(self) -> kubernetes.client.CustomObjectsApi:
+        return kubernetes.client.CustomObjectsApi(self.client)
+
+    def kubectl(self, *args: str) -> str:
+        done = subprocess.run(
+            ["kubectl", "--kubeconfig", str(self.directory / "kubeconfig"), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert 0 == done.returncode, done.stderr
+        return done.stdout
+
+    def apps(self) -> dict[str, dict[str, Any]]:
+        listed = self.custom.list_namespaced_custom_object("argoproj.io", "v1alpha1", "argocd", "applications")
+        return {a["metadata"]["name"]: a for a in listed["items"]}
+
+    def app(self, name: str) -> dict[str, Any]:
+        return self.apps().get(name) or {}
+
+    def external_secret(self, namespace: str, name: str) -> dict[str, Any]:
+        return self.custom.get_namespaced_custom_object(  # type: ignore[no-any-return]
+            "external-secrets.io", "v1", namespace, "externalsecrets", name
+        )
+
+    def vault_pods(self) -> list[dict[str, Any]]:
+        pods = self.core.list_namespaced_pod("vault", label_selector="app.kubernetes.io/name=vault,component=server")
+        return sorted(
+            (self.client.sanitize_for_serialization(p) for p in pods.items), key=lambda p: p["metadata"]["name"]
+        )
+
+    def vault_addresses(self) -> list[str]:
+        return [f"http://{p['status']['podIP']}:8200" for p in self.vault_pods()]
+
+
+def health(app: dict[str, Any]) -> str:
+    return str(((app.get("status") or {}).get("health") or {}).get("status"))
+
+
+def sync(app: dict[str, Any]) -> str:
+    return str(((app.get("status") or {}).get("sync") or {}).get("status"))
+
+
+def ready(obj: dict[str, Any]) -> dict[str, Any] | None:
+    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"), None)
+
+
+def pod_ready(pod: dict[str, Any]) -> bool:
+    cond = next((c for c in (pod.get("status") or {}).get("conditions") or [] if c["type"] == "Ready"), {})
+    return cond.get("status") == "True"
+
+
+def force_sync(platform: Platform, namespace: str, name: str) -> None:
+    platform.custom.patch_namespaced_custom_object(
+        "external-secrets.io",
+        "v1",
+        namespace,
+        "externalsecrets",
+        name,
+        {"metadata": {"annotations": {"force-sync": str(time.time_ns())}}},
+    )
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    """A fresh sandbox with Argo CD and the root app applied by kubectl, as the examples' README says."""
+    directory = tmp_path_factory.mktemp("platform") / "sb"
+    result = CliRunner().invoke(cli.cli, ["sandbox", "up", "--dir", str(directory), "--pod-ready-seconds", "0.3"])
+    assert 0 == result.exit_code, result.output
+    try:
+        made = Platform(directory, kubernetes.config.new_client_from_config(str(directory / "kubeconfig")))
+        made.kubectl("apply", "--validate=false", "-k", str(EXAMPLES / "bootstrap" / "argo-cd"))
+        made.kubectl("apply", "--validate=false", "-f", str(EXAMPLES / "root-app.yaml"))
+        yield made
+    finally:
+        sandbox_process.down(directory)
+
+
+def unseal_and_configure(platform: Platform) -> dict[str, Any]:
+    """Init 5/3 and unseal every pod through the Vault adapter; KV at secret/, Kubernetes auth for ESO. Once."""
+    if platform.unsealed:
+        return platform.unsealed
+    addresses = eventually(
+        lambda: (a := platform.vault_addresses()) and len(a) == 3 and a, "three Vault pods with pod IPs"
+    )
+    first = vault.VaultNode(addresses[0])
+    eventually(lambda: first.health_code() == 501, "vault-0's OpenBao to answer, uninitialised")
+    init = first.init(5, 3)
+    remember(init.root_token, *init.shares)
+    cluster = vault.VaultCluster(addresses, token=init.root_token)
+    cluster.unseal_all(init.shares[:3])
+    cluster.await_healthy(timeout=90)
+    admin = hvac.Client(url=cluster.active().address, token=init.root_token.reveal())
+    admin.sys.enable_secrets_engine("kv", path="secret", options={"version": "2"})
+    for path, value in (
+        ("workloads/demo-app", {"api_key": DEMO_VALUE}),
+        ("alerts/discord", {"webhook_url": "https://discord.example/hook"}),
+    ):
+        eventually(lambda p=path, v=value: _write(admin, p, v), f"secret/{path} to be writable")
+    admin.sys.create_or_update_policy("external-secrets", 'path "secret/data/*" { capabilities = ["read"] }')
+    admin.sys.enable_auth_method("kubernetes", path="kubernetes")
+    info = json.loads((platform.directory / "sandbox.json").read_text())
+    auth = {
+        "kubernetes_host": info["url"],
+        "kubernetes_ca_cert": (platform.directory / "ca" / "ca.crt").read_text(),
+        "disable_local_ca_jwt": True,
+    }
+    vault.VaultNode(cluster.active().address, token=init.root_token).write_kubernetes_auth(auth)
+    admin.write_data(
+        "auth/kubernetes/role/external-secrets",
+        data={
+            "bound_service_account_names": ["external-secrets"],
+            "bound_service_account_namespaces": ["external-secrets"],
+            "audience": "vault",
+            "token_policies": ["external-secrets"],
+            "token_ttl": "10m",
+        },
+    )
+    platform.unsealed.update(init=init, cluster=cluster, auth=auth, addresses=addresses)
+    return platform.unsealed
+
+
+def _write(admin: hvac.Client, path: str, value: dict[str, str]) -> bool:
+    try:
+        admin.secrets.kv.v2.create_or_update_secret(path=path, secret=value, mount_point="secret")
+        return True
+    except hvac.exceptions.InvalidPath:
+        return False  # the mount becomes writable a moment after it is enabled
+
+
+def test_full_install_vault_gates_health_and_eso_delivers_the_secret(platform: Platform) -> None:
+    """Every Application reaches Synced; vault stays Progressing until its pods are unsealed; then the demo
+    app's Secret carries the value written into OpenBao and its ExternalSecret is Ready."""
+    apps = eventually(
+        lambda: (a := platform.apps()) and set(a) == APPS and all(sync(x) == "Synced" for x in a.values()) and a,
+        "all nine Applications Synced",
+        timeout=90,
+    )
+    assert "Progressing" == health(apps["vault"])
+    time.sleep(2)  # it stays so: the pods run but OpenBao is uninitialised, hence not Ready
+    assert "Progressing" == health(platform.app("vault"))
+    assert all(not pod_ready(p) for p in platform.vault_pods())
+    assert {"true"} == {p["metadata"]["labels"]["vault-sealed"] for p in platform.vault_pods()}
+    assert "Degraded" == health(platform.app("workloads-app"))  # the ExternalSecret cannot sync yet
+
+    unseal_and_configure(platform)
+    eventually(lambda: health(platform.app("vault")) == "Healthy", "the vault app Healthy once unsealed")
+    labels = [p["metadata"]["labels"] for p in platform.vault_pods()]
+    assert 1 == sum(lbl["vault-active"] == "true" for lbl in labels)
+    force_sync(platform, "workloads", "demo-app-secret")  # else ESO retries on its own backoff
+    es = eventually(
+        lambda: (r := ready(platform.external_secret("workloads", "demo-app-secret"))) and r["status"] == "True" and r,
+        "the demo ExternalSecret Ready",
+    )
+    assert "SecretSynced" == es["reason"]
+    data = platform.core.read_namespaced_secret("demo-app-secret", "workloads").data
+    assert DEMO_VALUE == base64.b64decode(data["api_key"]).decode()
+    eventually(
+        lambda: all(health(a) == "Healthy" for a in platform.apps().values()),
+        "every Application Healthy",
+        timeout=60,
+    )
+
+
+def test_eso_shows_openbaos_403_when_kubernetes_auth_points_at_another_cluster(
+    platform: Platform, api: apiserver.ApiServer
+) -> None:
+    """OpenBao sends ESO's token to the other cluster's TokenReview, which rejects it: 403 in the condition."""
+    state = unseal_and_configure(platform)
+    node = vault.VaultNode(state["cluster"].active().address, token=state["init"].root_token)
+    node.write_kubernetes_auth(
+        {"kubernetes_host": api.url, "kubernetes_ca_cert": api.ca.pem, "disable_local_ca_jwt": True}
+    )
+    try:
+        force_sync(platform, "workloads", "demo-app-secret")
+        cond = eventually(
+            lambda: (
+                (r := ready(platform.external_secret("workloads", "demo-app-secret"))) and r["status"] == "False" and r
+            ),
+            "the ExternalSecret to fail",
+        )
+        assert "SecretSyncedError" == cond["reason"]
+        assert "Code: 403" in cond["message"]
+        assert "permission denied" in cond["message"]
+        assert "/v1/auth/kubernetes/login" in cond["message"]
+    finally:
+        node.write_kubernetes_auth(state["auth"])
+    force_sync(platform, "workloads", "demo-app-secret")
+    eventually(
+        lambda: (r := ready(platform.external_secret("workloads", "demo-app-secret"))) and r["status"] == "True",
+        "the ExternalSecret to recover once auth points back at this cluster",
+    )
+
+
+def test_killing_a_vault_pod_restarts_it_sealed_with_its_raft_data(platform: Platform) -> None:
+    state = unseal_and_configure(platform)
+    eventually(lambda: all(pod_ready(p) for p in platform.vault_pods()), "every Vault pod Ready")
+    before = {p["metadata"]["name"]: p for p in platform.vault_pods()}["vault-1"]
+    result = CliRunner().invoke(
+        cli.cli, ["sandbox", "faults", "--dir", str(platform.directory), "--kill-pod", "vault/vault-1"]
+    )
+    assert 0 == result.exit_code, result.output
+
+    def restarted() -> dict[str, Any] | None:
+        pod = {p["metadata"]["name"]: p for p in platform.vault_pods()}["vault-1"]
+        statuses = pod["status"]["containerStatuses"][0]
+        return pod if statuses["restartCount"] == 1 and statuses["state"].get("running") else None
+
+    pod = eventually(restarted, "vault-1 to be restarted by the kubelet")
+    assert pod["metadata"]["uid"] == before["metadata"]["uid"]  # the same pod: a container restart
+    assert pod["status"]["podIP"] == before["status"]["podIP"]
+    assert 137 == pod["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"]
+    node = vault.VaultNode(f"http://{pod['status']['podIP']}:8200")
+    status = eventually(lambda: _seal_status(node), "vault-1's OpenBao to answer again")
+    assert status.sealed
+    assert status.initialized  # from its own Raft data, not re-joined blank
+    assert not pod_ready(pod)
+    eventually(lambda: health(platform.app("vault")) == "Progressing", "the vault app Progressing while one is sealed")
+    node.unseal(state["init"].shares[:3])
+    eventually(lambda: health(platform.app("vault")) == "Healthy", "the vault app Healthy again")
+    follower = hvac.Client(url=node.address, token=state["init"].root_token.reveal())
+    read = follower.secrets.kv.v2.read_secret_version(
+        path="workloads/demo-app", mount_point="secret", raise_on_deleted_version=True
+    )
+    assert DEMO_VALUE == read["data"]["data"]["api_key"]
+
+
+def _seal_status(node: vault.VaultNode) -> Any:
+    try:
+        return node.seal_status()
+    except errors.DRError:
+        return None  # not listening yet
+
+
+def test_a_project_violation_and_a_failing_workload_show_as_argo_shows_them(platform: Platform) -> None:
+    rogue = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Application",
+        "metadata": {"name": "rogue", "namespace": "argocd"},
+        "spec": {
+            "project": "workloads",
+            "source": {"repoURL": REPO, "path": "infrastructure/workloads"},
+            "destination": {"server": "https://kubernetes.default.svc", "namespace": "kube-system"},
+        },
+    }
+    platform.custom.create_namespaced_custom_object("argoproj.io", "v1alpha1", "argocd", "applications", rogue)
+    app = eventually(
+        lambda: (a := platform.app("rogue")) and (a.get("status") or {}).get("conditions") and a, "rogue's conditions"
+    )
+    (cond,) = app["status"]["conditions"]
+    assert "InvalidSpecError" == cond["type"]
+    assert (
+        "application destination server 'https://kubernetes.default.svc' and namespace 'kube-system' do not match"
+        " any of the allowed destinations in project 'workloads'" == cond["message"]
+    )
+    assert "Unknown" == sync(app)
+    assert [] == kubernetes.client.AppsV1Api(platform.client).list_namespaced_deployment("kube-system").items
+
+    # A project that may write only ServiceAccounts, only to `narrow`: security/rbac fails before anything applies.
+    narrow = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "AppProject",
+        "metadata": {"name": "narrow", "namespace": "argocd"},
+        "spec": {
+            "sourceRepos": [REPO],
+            "destinations": [{"server": "https://kubernetes.default.svc", "namespace": "narrow"}],
+            "clusterResourceWhitelist": [{"group": "", "kind": "Namespace"}],
+            "namespaceResourceWhitelist": [{"group": "", "kind": "ServiceAccount"}],
+        },
+    }
+    platform.custom.create_namespaced_custom_object("argoproj.io", "v1alpha1", "argocd", "appprojects", narrow)
+    limited = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Application",
+        "metadata": {"name": "limited", "namespace": "argocd"},
+        "spec": {
+            "project": "narrow",
+            "source": {"repoURL": REPO, "path": "infrastructure/security/rbac"},
+            "destination": {"server": "https://kubernetes.default.svc", "namespace": "narrow"},
+            "syncPolicy": {"automated": {}, "syncOptions": ["CreateNamespace=true"]},
+        },
+    }
+    platform.custom.create_namespaced_custom_object("argoproj.io", "v1alpha1", "argocd", "applications", limited)
+    op = eventually(
+        lambda: (
+            ((platform.app("limited").get("status") or {}).get("operationState") or {}).get("phase") == "Failed"
+            and platform.app("limited")["status"]["operationState"]
+        ),
+        "the limited app's sync to fail",
+    )
+    assert "one or more synchronization tasks are not valid" == op["message"]
+    failed = {r["kind"]: r for r in op["syncResult"]["resources"]}
+    assert "resource rbac.authorization.k8s.io:Role is not permitted in project narrow." == failed["Role"]["message"]
+    assert "SyncFailed" == failed["Role"]["status"]
+    # The rbac manifests name their namespace, and that one is not the project's either.
+    assert "namespace security is not permitted in project 'narrow'" == failed["ServiceAccount"]["message"]
+    assert "OutOfSync" == sync(platform.app("limited"))
+    assert not _exists(platform, "narrow")  # nothing was applied, not even the namespace
+
+    result = CliRunner().invoke(
+        cli.cli, ["sandbox", "faults", "--dir", str(platform.directory), "--fail-workload", "workloads/demo-app"]
+    )
+    assert 0 == result.exit_code, result.output
+    try:
+        app = eventually(
+            lambda: (a := platform.app("workloads-app")) and health(a) == "Degraded" and a, "workloads-app Degraded"
+        )
+        row = next(r for r in app["status"]["resources"] if r["kind"] == "Deployment")
+        assert {"status": "Degraded", "message": 'Deployment "demo-app" exceeded its progress deadline'} == row[
+            "health"
+        ]
+        pods = platform.core.list_namespaced_pod("workloads", label_selector="app.kubernetes.io/name=demo-app").items
+        assert {"CrashLoopBackOff"} == {p.status.container_statuses[0].state.waiting.reason for p in pods}
+    finally:
+        CliRunner().invoke(
+            cli.cli, ["sandbox", "faults", "--dir", str(platform.directory), "--heal-workload", "workloads/demo-app"]
+        )
+    eventually(lambda: health(platform.app("workloads-app")) == "Healthy", "workloads-app Healthy once healed")
+
+
+def _exists(platform: Platform, namespace: str) -> bool:
+    try:
+        platform.core.read_namespace(namespace)
+        return True
+    except kubernetes.client.ApiException:
+        return False
