@@ -226,29 +226,30 @@ class ArgoCD(loop.Controller):
         operation = app.get("operation")
         op_state = status.get("operationState")
         running = bool(op_state and op_state.get("phase") == "Running")
-        out_of_sync = any(not self._synced(t, live[t.key]) for t in targets)
+        automated = policy.get("automated")
+        # Only extra resources, and no automated prune: Argo CD skips ("need to prune extra resources only").
+        prunable = bool(self._extra(old, live)) and bool((automated or {}).get("prune"))
+        out_of_sync = prunable or any(not self._synced(t, live[t.key]) for t in targets)
         if operation and not running:
-            op_state = self._begin(operation, "manual")
+            op_state = self._begin(operation)
             self.kube.patch(app, {"operation": None})
-        elif policy.get("automated") is not None and out_of_sync and not running:
+        elif automated is not None and out_of_sync and not running:
             skip = self._skip_auto_sync(op_state, revision, policy)
             if skip:
                 conditions.append({"type": "SyncError", "message": skip})
             elif skip is None:
                 op_state = self._begin(
                     {
-                        "sync": {"revision": revision, "prune": bool(policy["automated"].get("prune"))},
+                        "sync": {"revision": revision, "prune": bool(automated.get("prune"))},
                         "initiatedBy": {"automated": True},
                         "retry": policy.get("retry") or {},
-                    },
-                    "automated",
+                    }
                 )
         if op_state and op_state.get("phase") == "Running":
             self._sync(app, op_state, targets, live, project, revision, source, policy)
             live = {t.key: self._live(t) for t in targets}
-        status["operationState"] = op_state if op_state else status.get("operationState")
-        if status["operationState"] is None:
-            status.pop("operationState")
+        if op_state:
+            status["operationState"] = op_state
 
         rows, healths = [], []
         for t in sorted(targets, key=lambda t: t.order):
@@ -256,10 +257,7 @@ class ArgoCD(loop.Controller):
             rows.append(t.row("Synced" if self._synced(t, live[t.key]) else "OutOfSync", assessed))
             if assessed is not None:
                 healths.append(assessed[0])
-        for row in old.get("resources") or []:
-            key = (row["group"], row["kind"], row["namespace"], row["name"])
-            if key not in live and row.get("status") != "Pruned" and self._live_row(row) is not None:
-                rows.append({**row, "status": "OutOfSync", "requiresPruning": True})
+        rows += [{**row, "status": "OutOfSync", "requiresPruning": True} for row in self._extra(old, live)]
         synced = all(r["status"] == "Synced" for r in rows)
         status.update(
             sync={"status": "Synced" if synced else "OutOfSync", "revision": revision, "comparedTo": compared},
@@ -276,6 +274,15 @@ class ArgoCD(loop.Controller):
         if conditions:
             status["conditions"] = conditions
         self._write(app, old, status)
+
+    def _extra(self, old: dict[str, Any], live: dict[tuple[str, str, str, str], Any]) -> list[dict[str, Any]]:
+        """Resources the app managed that left the repository but are still in the cluster."""
+        return [
+            row
+            for row in old.get("resources") or []
+            if (row["group"], row["kind"], row["namespace"], row["name"]) not in live
+            and self._live_row(row) is not None
+        ]
 
     def _write(self, app: dict[str, Any], old: dict[str, Any], status: dict[str, Any]) -> None:
         """Patch status when anything but the timestamps changed (a patch wakes every watcher)."""
@@ -431,7 +438,7 @@ class ArgoCD(loop.Controller):
     # -- syncing ---------------------------------------------------------------------------------
 
     @staticmethod
-    def _begin(operation: dict[str, Any], how: str) -> dict[str, Any]:
+    def _begin(operation: dict[str, Any]) -> dict[str, Any]:
         return {"operation": operation, "phase": "Running", "message": "", "startedAt": _stamp(), "retryCount": 0}
 
     @staticmethod

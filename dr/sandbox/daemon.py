@@ -1,12 +1,15 @@
-"""The sandbox process: serves the emulated API from a directory, and survives its own restart.
+"""The sandbox process: serves the emulated API and runs the controllers from a directory, across restarts.
 
 Everything lives in the sandbox dir: the CA, the admin token and the
 service-account signing key (kept so that kubeconfigs and OpenBao's auth
 config stay valid across a restart), the API objects (`state.json`, flushed
-in the background and on shutdown), the fault knobs (`faults.json`, re-read
-while running), and `sandbox.json`, written once the API serves — the
-readiness marker that `dr sandbox up` waits for. An flock on `sandbox.lock`
-keeps two processes off one dir.
+in the background and on shutdown), `settings.json` (repositories, pod
+readiness delay; written by `dr sandbox up`), the fault knobs (`faults.json`,
+re-read while running), one-shot pod faults (`actions/*.json`, answered with
+`*.done`), pod addresses (`network.json`), volumes (`volumes/NS/CLAIM`), and
+`sandbox.json`, written once the API serves — the readiness marker that
+`dr sandbox up` waits for. An flock on `sandbox.lock` keeps two processes off
+one dir.
 """
 
 from __future__ import annotations

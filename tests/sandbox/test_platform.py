@@ -12,10 +12,10 @@ import base64
 import json
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import hvac
 import kubernetes
@@ -26,6 +26,7 @@ from dr import cli, errors
 from dr.adapters import sandbox_process, vault
 from dr.sandbox import apiserver
 from tests.harness_vault import remember
+from tests.polling import eventually
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "platform"
 APPS = {
@@ -41,18 +42,6 @@ APPS = {
 }
 DEMO_VALUE = "demo-api-key-7f3a"
 REPO = "https://github.com/temitayocharles/platform-gitops.git"
-T = TypeVar("T")
-
-
-def eventually(probe: Callable[[], T | None], what: str, timeout: float = 60) -> T:
-    """Poll until `probe` returns something truthy; fail naming what never happened and the last value seen."""
-    deadline, last = time.monotonic() + timeout, None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last seen: {last!r}")
 
 
 @dataclass
@@ -294,6 +283,35 @@ def test_killing_a_vault_pod_restarts_it_sealed_with_its_raft_data(platform: Pla
     assert DEMO_VALUE == read["data"]["data"]["api_key"]
 
 
+def test_restart_fault_and_pod_names_the_sandbox_does_not_know(platform: Platform) -> None:
+    """--restart-pod stops OpenBao cleanly (exit 0) and it comes back sealed; bad names are clear errors."""
+    state = unseal_and_configure(platform)
+    eventually(lambda: all(pod_ready(p) for p in platform.vault_pods()), "every Vault pod Ready")
+
+    def faults(*args: str) -> Any:
+        return CliRunner().invoke(cli.cli, ["sandbox", "faults", "--dir", str(platform.directory), *args])
+
+    assert 0 == faults("--restart-pod", "vault/vault-2").exit_code
+
+    def restarted() -> dict[str, Any] | None:
+        pod = {p["metadata"]["name"]: p for p in platform.vault_pods()}["vault-2"]
+        last = pod["status"]["containerStatuses"][0].get("lastState", {}).get("terminated", {})
+        return pod if last.get("exitCode") == 0 and pod["metadata"]["labels"].get("vault-sealed") == "true" else None
+
+    pod = eventually(restarted, "vault-2 restarted cleanly and sealed")
+    assert not pod_ready(pod)
+    vault.VaultNode(f"http://{pod['status']['podIP']}:8200").unseal(state["init"].shares[:3])
+    eventually(lambda: health(platform.app("vault")) == "Healthy", "the vault app Healthy again")
+
+    unknown = faults("--kill-pod", "vault/vault-9")
+    assert 1 == unknown.exit_code
+    assert "no Vault pod vault/vault-9 runs in this sandbox" in unknown.output
+    malformed = faults("--kill-pod", "vault-0")
+    assert 2 == malformed.exit_code
+    assert "--kill-pod takes NAMESPACE/NAME, not 'vault-0'" in malformed.output
+    assert "Traceback" not in unknown.output + malformed.output
+
+
 def _seal_status(node: vault.VaultNode) -> Any:
     try:
         return node.seal_status()
@@ -393,3 +411,17 @@ def _exists(platform: Platform, namespace: str) -> bool:
         return True
     except kubernetes.client.ApiException:
         return False
+
+
+def test_the_platform_survives_a_sandbox_restart_with_vault_sealed_on_its_data(platform: Platform) -> None:
+    """down then up on the same dir (a node reboot): objects are back, the Vault pods start sealed but initialised."""
+    unseal_and_configure(platform)
+    assert 0 == CliRunner().invoke(cli.cli, ["sandbox", "down", "--dir", str(platform.directory)]).exit_code
+    assert 0 == CliRunner().invoke(cli.cli, ["sandbox", "up", "--dir", str(platform.directory)]).exit_code
+    platform.client = kubernetes.config.new_client_from_config(str(platform.directory / "kubeconfig"))
+    assert APPS <= set(platform.apps())
+    for address in eventually(lambda: (a := platform.vault_addresses()) and len(a) == 3 and a, "the Vault pods"):
+        status = eventually(lambda a=address: _seal_status(vault.VaultNode(a)), f"{address} to answer")
+        assert status.initialized
+        assert status.sealed
+    eventually(lambda: health(platform.app("vault")) == "Progressing", "the vault app Progressing while sealed")
