@@ -92,10 +92,10 @@ class ExternalSecrets(loop.Controller):
     # -- stores --------------------------------------------------------------------------------
 
     def _check_store(self, found: dict[str, Any]) -> None:
-        """Validate by logging in: again every 10 s while Ready, every 2 s while not, at once on a spec change."""
+        """Validate by logging in: again every 5 s while Ready, every 2 s while not, at once on a spec change."""
         uid, generation = found["metadata"]["uid"], found["metadata"].get("generation", 1)
         status = found.get("status") or {}
-        every = 10.0 if self._ready(status) else 2.0
+        every = 5.0 if self._ready(status) else 2.0
         if status.get("observedGeneration") == generation and time.monotonic() - self.store_checked.get(uid, 0) < every:
             return
         self.store_checked[uid] = time.monotonic()

@@ -26,8 +26,8 @@ REPO = "https://git.example/platform.git"
 
 
 class Cluster:
-    def __init__(self, api: apiserver.ApiServer, client: kubernetes.client.ApiClient, repo: Path) -> None:
-        self.api, self.client, self.repo = api, client, repo
+    def __init__(self, api: apiserver.ApiServer, client: kubernetes.client.ApiClient, root: Path) -> None:
+        self.api, self.client, self.repo, self.volumes = api, client, root / "repo", root / "volumes"
         self.core = kubernetes.client.CoreV1Api(client)
         self.apps_api = kubernetes.client.AppsV1Api(client)
         self.custom = kubernetes.client.CustomObjectsApi(client)
@@ -98,7 +98,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         controller.start()
     config = root / "kubeconfig"
     config.write_text(yaml.safe_dump(api.kubeconfig()))
-    made = Cluster(api, kubernetes.config.new_client_from_config(str(config)), repo)
+    made = Cluster(api, kubernetes.config.new_client_from_config(str(config)), root)
     made.core.create_namespace({"metadata": {"name": "argocd"}})
     for obj in charts.argo_cd("argo-cd", "argocd", "argocd", "argocd", {}):
         client.create(obj)
@@ -176,6 +176,15 @@ def test_statefulset_pods_are_ordered_keep_their_names_and_claims(cluster: Clust
     )
     assert ip == again.status.pod_ip  # a StatefulSet pod keeps its address: its stand-in for a stable DNS name
     assert pods["db-1"].metadata.uid != again.metadata.uid
+    # A claim's volume survives its pod and goes with the claim (local-path's Delete reclaim policy).
+    volume = cluster.volumes / ns / "data-db-0"
+    (volume / "raft.db").write_text("data")
+    cluster.apps_api.delete_namespaced_stateful_set("db", ns)
+    eventually(lambda: not cluster.core.list_namespaced_pod(ns).items, "the pods gone with their StatefulSet")
+    assert "data" == (volume / "raft.db").read_text()
+    cluster.core.delete_namespaced_persistent_volume_claim("data-db-0", ns)
+    eventually(lambda: not volume.exists(), "the volume deleted with its claim")
+    assert (cluster.volumes / ns / "data-db-1").is_dir()
 
 
 def test_missing_before_sync_then_a_manual_sync_operation(cluster: Cluster) -> None:

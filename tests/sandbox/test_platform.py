@@ -81,6 +81,11 @@ class Platform:
             "external-secrets.io", "v1", namespace, "externalsecrets", name
         )
 
+    def store(self) -> dict[str, Any]:
+        return self.custom.get_cluster_custom_object(  # type: ignore[no-any-return]
+            "external-secrets.io", "v1", "clustersecretstores", "vault-backend"
+        )
+
     def vault_pods(self) -> list[dict[str, Any]]:
         pods = self.core.list_namespaced_pod("vault", label_selector="app.kubernetes.io/name=vault,component=server")
         return sorted(
@@ -88,7 +93,9 @@ class Platform:
         )
 
     def vault_addresses(self) -> list[str]:
-        return [f"http://{p['status']['podIP']}:8200" for p in self.vault_pods()]
+        pods = self.vault_pods()
+        ips = [(p.get("status") or {}).get("podIP") for p in pods]
+        return [f"http://{ip}:8200" for ip in ips] if all(ips) else []  # all or none: pods get their IP a moment late
 
 
 def health(app: dict[str, Any]) -> str:
@@ -135,14 +142,22 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
 
 
 def unseal_and_configure(platform: Platform) -> dict[str, Any]:
-    """Init 5/3 and unseal every pod through the Vault adapter; KV at secret/, Kubernetes auth for ESO. Once."""
+    """Init 5/3 and unseal every pod through the Vault adapter; KV at secret/, Kubernetes auth for ESO.
+
+    Once per platform; later calls only unseal again what a test left sealed (a killed pod, a restart).
+    """
     if platform.unsealed:
-        return platform.unsealed
+        state = platform.unsealed
+        statuses = [eventually(lambda a=a: _seal_status(vault.VaultNode(a)), f"{a}") for a in state["addresses"]]
+        if any(s.sealed for s in statuses):
+            state["cluster"].unseal_all(state["init"].shares[:3])
+            state["cluster"].await_healthy(timeout=90)
+        return state
     addresses = eventually(
         lambda: (a := platform.vault_addresses()) and len(a) == 3 and a, "three Vault pods with pod IPs"
     )
     first = vault.VaultNode(addresses[0])
-    eventually(lambda: first.health_code() == 501, "vault-0's OpenBao to answer, uninitialised")
+    eventually(lambda: (s := _seal_status(first)) and not s.initialized, "vault-0's OpenBao to answer, uninitialised")
     init = first.init(5, 3)
     remember(init.root_token, *init.shares)
     cluster = vault.VaultCluster(addresses, token=init.root_token)
@@ -211,6 +226,9 @@ def test_full_install_vault_gates_health_and_eso_delivers_the_secret(platform: P
         "the demo ExternalSecret Ready",
     )
     assert "SecretSynced" == es["reason"]
+    eventually(
+        lambda: (ready(platform.store()) or {}).get("reason") == "Valid", "vault-backend validated by a real login"
+    )
     data = platform.core.read_namespaced_secret("demo-app-secret", "workloads").data
     assert DEMO_VALUE == base64.b64decode(data["api_key"]).decode()
     eventually(
@@ -241,6 +259,13 @@ def test_eso_shows_openbaos_403_when_kubernetes_auth_points_at_another_cluster(
         assert "Code: 403" in cond["message"]
         assert "permission denied" in cond["message"]
         assert "/v1/auth/kubernetes/login" in cond["message"]
+        failed = eventually(
+            lambda: (r := ready(platform.store())) and r["status"] == "False" and r,
+            "the store's own login to fail",
+            timeout=20,
+        )
+        assert "ValidationFailed" == failed["reason"]
+        assert "Code: 403" in failed["message"]
     finally:
         node.write_kubernetes_auth(state["auth"])
     force_sync(platform, "workloads", "demo-app-secret")
@@ -411,6 +436,45 @@ def _exists(platform: Platform, namespace: str) -> bool:
         return True
     except kubernetes.client.ApiException:
         return False
+
+
+def test_eso_refreshes_on_its_interval_and_names_a_missing_path(platform: Platform) -> None:
+    state = unseal_and_configure(platform)
+    admin = hvac.Client(url=state["cluster"].active().address, token=state["init"].root_token.reveal())
+    admin.secrets.kv.v2.create_or_update_secret(path="workloads/fast", secret={"v": "one"}, mount_point="secret")
+
+    def external_secret(name: str, key: str) -> dict[str, Any]:
+        return {
+            "apiVersion": "external-secrets.io/v1",
+            "kind": "ExternalSecret",
+            "metadata": {"name": name, "namespace": "workloads"},
+            "spec": {
+                "refreshInterval": "1s",
+                "secretStoreRef": {"name": "vault-backend", "kind": "ClusterSecretStore"},
+                "target": {"name": name},
+                "data": [{"secretKey": "v", "remoteRef": {"key": key, "property": "v"}}],
+            },
+        }
+
+    for body in (external_secret("fast", "workloads/fast"), external_secret("nowhere", "workloads/nowhere")):
+        platform.custom.create_namespaced_custom_object(
+            "external-secrets.io", "v1", "workloads", "externalsecrets", body
+        )
+
+    def value() -> str | None:
+        try:
+            return base64.b64decode(platform.core.read_namespaced_secret("fast", "workloads").data["v"]).decode()
+        except kubernetes.client.ApiException:
+            return None
+
+    assert "one" == eventually(value, "the fast Secret")
+    admin.secrets.kv.v2.create_or_update_secret(path="workloads/fast", secret={"v": "two"}, mount_point="secret")
+    eventually(lambda: value() == "two", "the new value within the 1 s refresh interval, without a force-sync")
+    cond = eventually(
+        lambda: (r := ready(platform.external_secret("workloads", "nowhere"))) and r["status"] == "False" and r,
+        "the missing path reported",
+    )
+    assert "Secret does not exist: key workloads/nowhere" in cond["message"]
 
 
 def test_the_platform_survives_a_sandbox_restart_with_vault_sealed_on_its_data(platform: Platform) -> None:
