@@ -159,7 +159,7 @@ def run_actions(directory: Path, vault: vaultpods.VaultPods) -> None:
         request.unlink(missing_ok=True)
 
 
-def _sync_dr_config(directory: Path, vault: vaultpods.VaultPods, written: list[str]) -> list[str]:
+def _sync_dr_config(directory: Path, vault: vaultpods.VaultPods, written: list[str] | None) -> list[str]:
     """Keep DIR/dr.yaml's Vault addresses on the Vault pods as they come and go."""
     addresses = sorted(p.node.address for p in list(vault.pods.values()))
     if addresses != written:
@@ -186,7 +186,7 @@ def serve(directory: Path, *, port: int = 0) -> None:
     files.write_atomic(kubeconfig, yaml.safe_dump(api.kubeconfig()).encode())
     stop = threading.Event()
     vault = start_platform(api, directory, knobs, stop)
-    written = _sync_dr_config(directory, vault, ["-"])
+    written = _sync_dr_config(directory, vault, None)
     info = {
         "pid": os.getpid(),
         "url": api.url,

@@ -29,8 +29,6 @@ from typing import Any, Protocol
 from dr import files
 from dr.sandbox import kube, loop, store
 
-MANAGER = "kube-controller-manager"
-
 
 @dataclass
 class Container:
@@ -149,12 +147,12 @@ class Workloads(loop.Controller):
             for c in self.kube.list("v1", "PersistentVolumeClaim")
         }
         self._bind_claims(claims)
-        for kind in ("Deployment", "StatefulSet", "DaemonSet"):
+        kinds = {"Deployment": self._deployment, "StatefulSet": self._statefulset, "DaemonSet": self._daemonset}
+        for kind, handle in kinds.items():
             for workload in self.kube.list("apps/v1", kind):
                 if workload["metadata"].get("deletionTimestamp"):
                     continue
-                mine = [p for p in pods if _owned_by(p, workload["metadata"]["uid"])]
-                getattr(self, f"_{kind.lower()}")(workload, mine, claims)
+                handle(workload, [p for p in pods if _owned_by(p, workload["metadata"]["uid"])], claims)
         self._forget_gone(pods)
         self._delete_released_volumes()
 
