@@ -22,6 +22,7 @@ from dr import config as config_mod
 from dr.adapters import sandbox_process
 from dr.engine import checkpoints, locks
 from dr.ops import vault as vault_ops
+from dr.recovery import bootstrap as bootstrap_mod
 from dr.recovery import recover as recover_mod
 from dr.snapshots import schedule as snapshot_schedule
 from dr.snapshots import service as snapshot_service
@@ -84,6 +85,19 @@ def state_dir_option(func: F) -> F:
     )(func)
 
 
+def run_options(func: F) -> F:
+    """--provider and --resume, shared by the commands that start or continue a run."""
+    func = click.option("--resume", "resume", metavar="RUN_ID", default=None, help="Continue a stopped or failed run.")(
+        func
+    )
+    return click.option(
+        "--provider",
+        type=click.Choice(["sandbox", "kind", "k3s", "kubeconfig"]),
+        default=None,
+        help="How the cluster is provided [env DR_PROVIDER; config cluster.provider].",
+    )(func)
+
+
 def output_option(func: F) -> F:
     return click.option(
         "--output",
@@ -140,13 +154,7 @@ def plan_cmd(app: App, output: str) -> None:
     default=None,
     help="Rebuild on a new cluster, or on an existing one reached through its kubeconfig.",
 )
-@click.option(
-    "--provider",
-    type=click.Choice(["sandbox", "kind", "k3s", "kubeconfig"]),
-    default=None,
-    help="How the cluster is provided [env DR_PROVIDER; config cluster.provider].",
-)
-@click.option("--resume", "resume", metavar="RUN_ID", default=None, help="Continue a stopped or failed run.")
+@run_options
 @click.option("--dry-run", is_flag=True, help="Print what would run; change nothing.")
 @state_dir_option
 @output_option
@@ -184,6 +192,30 @@ def recover_cmd(
     _emit(run.to_json(), views.run_status(run, None, advice=False), output)
     if outcome.error is not None and outcome.status != "succeeded":
         _show_error(outcome.error, as_json=app.json_errors, resume=f"dr recover --resume {outcome.run_id}")
+    ctx.exit(outcome.exit_code)
+
+
+@cli.command("bootstrap")
+@run_options
+@state_dir_option
+@output_option
+@click.pass_context
+def bootstrap_cmd(
+    ctx: click.Context, provider: str | None, resume: str | None, state_dir: str | None, output: str
+) -> None:
+    """Install the platform on a fresh cluster: Argo CD, the app-of-apps, a new Vault (keys to the key sink), ESO.
+
+    The same steps as a recovery, without the restore; resumable after any crash. Exit 0 only when every step
+    verified.
+    """
+    app: App = ctx.obj
+    config = app.load(state_dir=("--state-dir", state_dir), **{"cluster.provider": ("--provider", provider)})
+    store = checkpoints.CheckpointStore(config.state_dir)
+    outcome = bootstrap_mod.bootstrap(config, store, provider=provider, resume=resume)
+    run = store.load(outcome.run_id)
+    _emit(run.to_json(), views.run_status(run, None, advice=False), output)
+    if outcome.error is not None and outcome.status != "succeeded":
+        _show_error(outcome.error, as_json=app.json_errors, resume=f"dr bootstrap --resume {outcome.run_id}")
     ctx.exit(outcome.exit_code)
 
 

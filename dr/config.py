@@ -71,6 +71,28 @@ class ClusterSettings(_Model):
     provider: Literal["sandbox", "kind", "k3s", "kubeconfig"] = "sandbox"
     kubeconfig: Path | None = None
     context: str | None = None
+    kind_node_image: str = "kindest/node:v1.31.4"
+    k3s_version: str = "v1.31.4+k3s1"
+    k3s_host: str | None = None  # None: install on this host
+    ssh_user: str = "root"
+    ssh_key: Path | None = None
+    k3s_airgap_dir: Path | None = None
+
+
+class PlatformSettings(_Model):
+    """The platform repository (a local checkout) and what bootstrap and recovery take from it."""
+
+    repo: Path = Path("examples/platform")
+    argocd: str = "bootstrap/argo-cd"  # a directory or file in the repo, or an https URL
+    argocd_sha256: str | None = None  # required when `argocd` is a URL
+    root_app: str = "root-app.yaml"
+    vault_config: str = "vault/platform.yaml"
+    vault_namespace: str = "vault"
+    vault_selector: str = "app.kubernetes.io/name=vault,component=server"
+    vault_port: Annotated[int, pydantic.Field(ge=1, le=65535)] = 8200
+    # Applications that cannot be Healthy before Vault is unsealed and filled (argo-sync lets them be Progressing
+    # or Degraded; app-health does not).
+    waits_for_vault: list[str] = ["vault", "platform-tools-app", "observability-app", "workloads-app"]
 
 
 class VaultAuthSettings(_Model):
@@ -128,6 +150,11 @@ class KeysSettings(_Model):
     aws_parameter_path: Annotated[str, pydantic.Field(pattern=r"^/")] | None = None
     aws_region: str | None = None
     aws_endpoint_url: str | None = None
+    # Where `dr bootstrap` hands a new Vault's shares and root token: files under <state_dir>/keys/ (mode 0600),
+    # the Secrets Manager secret `aws_secret_id`, or printed once (PGP-encrypted with `pgp_keys`).
+    sink: Literal["files", "aws-secretsmanager", "print"] = "files"
+    pgp_keys: list[Path] = []
+    root_token_pgp_key: Path | None = None
 
     @pydantic.model_validator(mode="after")
     def _source_has_what_it_needs(self) -> KeysSettings:
@@ -135,6 +162,10 @@ class KeysSettings(_Model):
             raise ValueError("source aws-secretsmanager needs aws_secret_id")
         if self.source == "aws-ssm" and not self.aws_parameter_path:
             raise ValueError("source aws-ssm needs aws_parameter_path")
+        if self.sink == "aws-secretsmanager" and not self.aws_secret_id:
+            raise ValueError("sink aws-secretsmanager needs aws_secret_id")
+        if self.sink == "print" and not self.pgp_keys:
+            raise ValueError("sink print needs pgp_keys: shares are printed only PGP-encrypted")
         return self
 
 
@@ -183,6 +214,7 @@ class Config(_Model):
     vault: VaultSettings = VaultSettings()
     keys: KeysSettings = KeysSettings()
     snapshots: SnapshotSettings = SnapshotSettings()
+    platform: PlatformSettings = PlatformSettings()
     steps: dict[str, StepSettings] = {}
 
     _source: Path | None = pydantic.PrivateAttr(default=None)

@@ -16,6 +16,8 @@ import jsonschema
 import kubernetes.client
 import pydantic
 
+from dr.recovery import vaultconfig
+
 MODELS = {
     ("v1", "ServiceAccount"): "V1ServiceAccount",
     ("v1", "ConfigMap"): "V1ConfigMap",
@@ -194,6 +196,12 @@ def validate(doc: dict[str, Any]) -> list[str]:
         return problems
     if (api, kind) == ("kustomize.config.k8s.io/v1beta1", "Kustomization"):
         return [] if isinstance(doc.get("resources"), list) else [f"{name}: resources must be a list"]
+    if (api, kind) == ("dr.dev/v1alpha1", "VaultPlatform"):  # dr's own format: its own model is the schema
+        try:
+            vaultconfig.VaultPlatform.model_validate(doc)
+        except pydantic.ValidationError as exc:
+            return [f"{name}: {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        return []
     schema = CUSTOM.get((str(api), str(kind)))
     if schema is not None:
         validator = jsonschema.Draft202012Validator(schema)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner, Result
 
 from dr import __version__, cli
@@ -85,11 +86,19 @@ def test_dry_run_changes_nothing() -> None:
     assert not Path(".dr").exists()
 
 
-def test_real_run_fails_loudly_on_an_unimplemented_step() -> None:
-    """A real recovery stops at `cluster` with "not implemented yet", exit 1, and a resumable checkpoint."""
-    result = dr("--log-format", "console", "recover", "--cluster", "new", "--provider", "sandbox")
-    assert 1 == result.exit_code
-    assert "error: step cluster is not implemented yet" in result.stderr
+@pytest.fixture
+def no_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PATH without kind or docker: a kind recovery fails in its first step, fast, on any machine."""
+    empty = tmp_path / "no-tools"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+
+
+def test_a_failed_step_is_loud_and_leaves_a_resumable_checkpoint(no_tools: None) -> None:
+    """A recovery whose cluster step cannot run: the tool named, exit 2, a resumable checkpoint and a runbook."""
+    result = dr("--log-format", "console", "recover", "--cluster", "new", "--provider", "kind")
+    assert 2 == result.exit_code
+    assert "error: the `kind` command is not installed (needed for provider kind)" in result.stderr
     assert "runbook: runbooks/cluster.md" in result.stderr
     assert "resume with: dr recover --resume " in result.stderr
     assert 0o700 == Path(".dr").stat().st_mode & 0o777
@@ -99,18 +108,18 @@ def test_real_run_fails_loudly_on_an_unimplemented_step() -> None:
     status = json.loads(dr("status", "-o", "json").output)
     assert (run_id, False) == (status["run_id"], status["live"])
     assert ["failed"] + ["pending"] * 6 == [status["steps"][n]["state"] for n in SEVEN]
-    assert "NotImplementedYet" == status["steps"]["cluster"]["error"]["type"]
+    assert "ConfigError" == status["steps"]["cluster"]["error"]["type"]
     preview = dr("recover", "--resume", run_id, "--dry-run").output
     assert "re-enter through check()" in preview
 
 
-def test_resume_with_another_provider_is_refused() -> None:
+def test_resume_with_another_provider_is_refused(no_tools: None) -> None:
     """Resuming a run with a different --provider than it started with is exit 2."""
-    dr("recover", "--cluster", "new", "--provider", "sandbox")
+    dr("recover", "--cluster", "new", "--provider", "kind")
     run_id = json.loads(dr("runs", "-o", "json").output)["runs"][0]["run_id"]
-    result = dr("recover", "--resume", run_id, "--provider", "kind")
+    result = dr("recover", "--resume", run_id, "--provider", "sandbox")
     assert 2 == result.exit_code
-    assert "started with provider='sandbox', not 'kind'" in result.output
+    assert "started with provider='kind', not 'sandbox'" in result.output
 
 
 def test_status_errors_are_clear() -> None:
@@ -122,9 +131,9 @@ def test_status_errors_are_clear() -> None:
     assert "list run ids with `dr runs`" in unknown.output
 
 
-def test_json_log_format_gives_json_lines() -> None:
+def test_json_log_format_gives_json_lines(no_tools: None) -> None:
     """--log-format json: every stderr line is a JSON object, including the final error."""
-    result = dr("--log-format", "json", "recover", "--cluster", "new")
+    result = dr("--log-format", "json", "recover", "--cluster", "new", "--provider", "kind")
     lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     events = [e["event"] for e in lines]
     assert ["run_started", "step_started", "step_failed", "run_finished", "command_failed"] == events
@@ -132,9 +141,11 @@ def test_json_log_format_gives_json_lines() -> None:
     assert all(e.get("timestamp", "x").endswith("Z") for e in lines[:-1])
 
 
-def test_state_dir_from_environment() -> None:
+def test_state_dir_from_environment(no_tools: None) -> None:
     """DR_STATE_DIR chooses the state dir when --state-dir is absent."""
-    result = CliRunner().invoke(cli.cli, ["recover", "--cluster", "new"], env={"DR_STATE_DIR": "elsewhere"})
-    assert 1 == result.exit_code
+    result = CliRunner().invoke(
+        cli.cli, ["recover", "--cluster", "new", "--provider", "kind"], env={"DR_STATE_DIR": "elsewhere"}
+    )
+    assert 2 == result.exit_code
     assert Path("elsewhere/runs").is_dir()
     assert not Path(".dr").exists()

@@ -6,6 +6,10 @@ custodian's laptop, environment variables in a CI secret, people typing them
 at a prompt, a pipe from a password manager, or AWS Secrets Manager / SSM
 Parameter Store. Every source returns `Secret` shares, asks or reads once per
 run, and says exactly what is missing when it cannot deliver.
+
+Key sinks are the other direction, for `dr bootstrap`: where a NEW Vault's
+shares and root token go the moment `sys/init` returns them (files, Secrets
+Manager, or printed once PGP-encrypted), each readable back by a source.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-from dr import errors, secret
+from dr import errors, files, secret
 from dr.adapters import aws
 
 RUNBOOK = "runbooks/vault-unseal.md"
@@ -280,3 +284,79 @@ class SsmKeys:
     def token(self) -> secret.Secret | None:
         value = self._load().get("token")
         return secret.Secret(value) if value else None
+
+
+class KeySink(Protocol):
+    """Where a NEW Vault's shares and root token go, once, the moment `sys/init` returns them."""
+
+    description: str
+
+    def save(self, shares: Sequence[secret.Secret], token: secret.Secret, *, encrypted: bool) -> str: ...
+
+    def source(self) -> KeySource | None: ...
+
+
+@dataclass
+class FileSink:
+    """One file per share and one for the root token, mode 0600 in a 0700 directory: the sandbox's sink."""
+
+    directory: Path
+    description: str = "files"
+
+    def paths(self, count: int) -> list[Path]:
+        return [self.directory / f"share-{i}" for i in range(1, count + 1)]
+
+    def save(self, shares: Sequence[secret.Secret], token: secret.Secret, *, encrypted: bool) -> str:
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.directory.chmod(0o700)
+        for path, share in zip(self.paths(len(shares)), shares, strict=True):
+            files.write_atomic(path, share.reveal().encode() + b"\n", mode=0o600)
+        files.write_atomic(self.directory / "root-token", token.reveal().encode() + b"\n", mode=0o600)
+        return f"{len(shares)} shares and the root token in {self.directory} (mode 0600)"
+
+    def source(self) -> KeySource | None:
+        found = sorted(self.directory.glob("share-*"), key=lambda p: int(p.name.split("-")[1]))
+        token = self.directory / "root-token"
+        return FileKeys(found, token if token.exists() else None) if found else None
+
+
+@dataclass
+class SecretsManagerSink:
+    """A Secrets Manager secret of `{"shares": [...], "token": "..."}`, what `SecretsManagerKeys` reads back."""
+
+    secret_id: str
+    region: str | None = None
+    endpoint_url: str | None = None
+    description: str = "aws-secretsmanager"
+
+    def save(self, shares: Sequence[secret.Secret], token: secret.Secret, *, encrypted: bool) -> str:
+        payload = json.dumps({"shares": [s.reveal() for s in shares], "token": token.reveal()})
+        with aws.mapped(f"write Secrets Manager secret {self.secret_id}", runbook=RUNBOOK):
+            sm = aws.client("secretsmanager", region=self.region, endpoint_url=self.endpoint_url)
+            try:
+                sm.put_secret_value(SecretId=self.secret_id, SecretString=payload)
+            except sm.exceptions.ResourceNotFoundException:
+                sm.create_secret(Name=self.secret_id, SecretString=payload)
+        return f"{len(shares)} shares and the root token in Secrets Manager secret {self.secret_id}"
+
+    def source(self) -> KeySource | None:
+        return SecretsManagerKeys(self.secret_id, self.region, self.endpoint_url)
+
+
+@dataclass
+class PrintSink:
+    """Printed once to the operator's terminal, PGP-encrypted per custodian: nothing is kept by dr."""
+
+    write: Callable[[str], None]
+    description: str = "print"
+
+    def save(self, shares: Sequence[secret.Secret], token: secret.Secret, *, encrypted: bool) -> str:
+        if not encrypted:
+            raise errors.PermanentError("refusing to print unencrypted shares", hint="set keys.pgp_keys")
+        for i, share in enumerate(shares, start=1):
+            self.write(f"share {i} (PGP-encrypted, base64): {share.reveal()}")
+        self.write(f"root token (PGP-encrypted, base64): {token.reveal()}")
+        return f"{len(shares)} PGP-encrypted shares and the root token printed once; dr keeps no copy"
+
+    def source(self) -> KeySource | None:
+        return None

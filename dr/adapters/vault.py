@@ -544,6 +544,19 @@ class VaultNode:
             data = response.json().get("data")
         return data if isinstance(data, dict) else None
 
+    def write(self, path: str, data: dict[str, Any], *, method: str = "POST") -> dict[str, Any]:
+        """`POST /v1/<path>` (policies, mounts, roles, KV data); the reply's JSON. Values are not logged."""
+        with mapped(self.address, f"writing {path}"):
+            return self._api(method, f"/v1/{path.lstrip('/')}", json=data)
+
+    def mounted(self, kind: Literal["mounts", "auth"]) -> set[str]:
+        """The paths of enabled secrets engines (`mounts`) or auth methods (`auth`), without the trailing slash."""
+        with mapped(self.address, f"listing sys/{kind}"):
+            reply = self._api("GET", f"/v1/sys/{kind}")
+        data = reply.get("data")
+        table: dict[str, Any] = data if isinstance(data, dict) else reply
+        return {key.rstrip("/") for key, value in table.items() if isinstance(value, dict) and "type" in value}
+
     def lookup_self(self) -> dict[str, Any]:
         with mapped(self.address, "looking up the token"):
             data = self._client.auth.token.lookup_self()

@@ -17,8 +17,13 @@ ClusterMode = Literal["new", "existing"]
 CREATING_PROVIDERS = ("sandbox", "kind", "k3s")
 
 
-def build_plan(config: config_mod.Config) -> plan_mod.Plan:
-    """The seven steps, with per-step timeout/attempt overrides from `steps:` in the config."""
+def build_plan(
+    config: config_mod.Config,
+    *,
+    classes: tuple[type[step_mod.Step], ...] = steps.ALL,
+    name: str = PLAN_NAME,
+) -> plan_mod.Plan:
+    """The steps, with per-step timeout/attempt overrides from `steps:` in the config."""
     unknown = sorted(set(config.steps) - set(steps.NAMES))
     if unknown:
         where = str(config.source) if config.source else "configuration"
@@ -27,13 +32,13 @@ def build_plan(config: config_mod.Config) -> plan_mod.Plan:
             runbook=config_mod.RUNBOOK,
         )
     built: list[step_mod.Step] = []
-    for cls in steps.ALL:
+    for cls in classes:
         override = config.steps.get(cls.name)
         retry = None
         if override and override.attempts is not None:
             retry = step_mod.RetryPolicy(**{**cls.default_retry.__dict__, "attempts": override.attempts})
         built.append(cls(timeout=override.timeout if override else None, retry=retry))
-    return plan_mod.Plan(PLAN_NAME, built)
+    return plan_mod.Plan(name, built)
 
 
 def run_params(config: config_mod.Config, cluster: ClusterMode, provider: str | None) -> dict[str, Any]:

@@ -6,9 +6,11 @@ comes right after `vault-unseal`, because External Secrets must copy the
 restored secrets, not an empty Vault's, and the applications must start
 with those secrets in place.
 
-The bodies arrive step by step. Until a body exists its `check` raises
-`NotImplementedYet`, so a real run stops at that step with a pointer to the
-runbook that does it by hand, and never reports a success it did not earn.
+The bodies live in `platform.py` (shared with `dr bootstrap`); the two that
+only a recovery has (unseal with the original share settings, the restore)
+are not built yet: their `check` raises `NotImplementedYet`, so a real run
+stops there with a pointer to the runbook that does it by hand, and never
+reports a success it did not earn.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import ClassVar
 
 from dr import __version__, errors
 from dr.engine import step
+from dr.recovery import platform
 
 
 class _Pending(step.Step):
@@ -30,32 +33,6 @@ class _Pending(step.Step):
             hint=f"{self.manual} by hand with {self.runbook}",
             runbook=self.runbook,
         )
-
-
-class Cluster(_Pending):
-    name = "cluster"
-    summary = "provision a fresh cluster (provider sandbox, kind, k3s) or take an existing kubeconfig"
-    end_state = "the Kubernetes API answers through the run's kubeconfig and every node is Ready"
-    default_timeout = 900.0
-    manual = "provision the cluster and write its kubeconfig"
-
-
-class RootApp(_Pending):
-    name = "root-app"
-    requires = ("cluster",)
-    summary = "install Argo CD from pinned manifests and apply the root Application"
-    end_state = "Argo CD CRDs Established, argocd-server ready, the root Application exists"
-    default_timeout = 600.0
-    manual = "install Argo CD and apply root-app.yaml"
-
-
-class ArgoSync(_Pending):
-    name = "argo-sync"
-    requires = ("root-app",)
-    summary = "wait for the whole app-of-apps tree to sync"
-    end_state = "every Application Synced; Healthy except those that wait for Vault"
-    default_timeout = 1200.0
-    manual = "sync the Applications"
 
 
 class VaultUnseal(_Pending):
@@ -76,23 +53,20 @@ class RaftRestore(_Pending):
     manual = "restore the Raft snapshot"
 
 
-class EsoSync(_Pending):
-    name = "eso-sync"
+class EsoSync(platform.EsoSync):
     requires = ("raft-restore",)
-    summary = "force-sync every ExternalSecret from the restored Vault"
-    end_state = "ClusterSecretStore Ready, every ExternalSecret Ready, every target Secret present"
-    default_timeout = 600.0
-    manual = "force-sync the ExternalSecrets"
 
 
-class AppHealth(_Pending):
-    name = "app-health"
-    requires = ("eso-sync",)
-    summary = "wait for every Application and workload to be healthy"
-    end_state = "every Application Synced and Healthy, every workload ready"
-    default_timeout = 1200.0
-    manual = "check the Applications"
-
+Cluster, RootApp, ArgoSync, AppHealth = platform.Cluster, platform.RootApp, platform.ArgoSync, platform.AppHealth
 
 ALL: tuple[type[step.Step], ...] = (Cluster, RootApp, ArgoSync, VaultUnseal, RaftRestore, EsoSync, AppHealth)
+# `dr bootstrap`: a first install, so a new Vault instead of the restore.
+BOOTSTRAP: tuple[type[step.Step], ...] = (
+    Cluster,
+    RootApp,
+    ArgoSync,
+    platform.VaultBootstrap,
+    platform.EsoSync,
+    AppHealth,
+)
 NAMES: tuple[str, ...] = tuple(cls.name for cls in ALL)

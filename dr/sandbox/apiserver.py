@@ -191,6 +191,13 @@ class ApiServer:
         ns = self._res("", "v1", "namespaces")
         for name in ("default", "kube-system", "kube-public", "kube-node-lease"):
             self.store.create(ns, None, {"metadata": {"name": name}})
+        # The one node every pod runs on, Ready (as a provider's "every node Ready" check expects).
+        nodes = self._res("", "v1", "nodes")
+        labels = {"kubernetes.io/hostname": "sandbox", "node-role.kubernetes.io/control-plane": "true"}
+        self.store.create(nodes, None, {"metadata": {"name": "sandbox", "labels": labels}})
+        ready = {"type": "Ready", "status": "True", "reason": "KubeletReady", "lastTransitionTime": store.now()}
+        status = {"conditions": [ready], "addresses": [{"type": "InternalIP", "address": self.host}]}
+        self.store.update(nodes, None, "sandbox", {"status": status}, subresource="status")
         self.store.create(
             self._res("", "v1", "services"),
             "default",

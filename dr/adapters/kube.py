@@ -1,0 +1,319 @@
+"""Kubernetes adapter: a kubeconfig's cluster through the kubernetes client, and the moves a recovery makes.
+
+Everything goes through the dynamic client, so one code path serves built-in
+kinds and CRDs (Argo CD's Applications, ESO's ExternalSecrets) alike. This
+module owns the one place where the client's exceptions become `dr.errors`:
+5xx, 429 (honouring Retry-After), timeouts and refused connections are
+`TransientError`; 4xx are `PermanentError` with the API's own message.
+
+`apply` does what `kubectl apply --server-side` does for a bundle: namespaces
+first, CRDs next and waits for them to be Established (their custom
+resources cannot be created before), then the rest. `wait` costs one LIST
+per tick whatever the number of objects, and sleeps on a watch so that a
+change wakes it at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import socket
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Final
+
+import kubernetes
+import kubernetes.dynamic
+import kubernetes.dynamic.exceptions
+import requests
+import urllib3
+import yaml
+
+from dr import errors, logs, waiting
+
+FIELD_MANAGER: Final = "dr"
+RUNBOOK: Final = "runbooks/cluster.md"
+CLUSTER_KINDS_FIRST: Final = ("Namespace", "CustomResourceDefinition")
+
+log = logs.get("dr.kube")
+
+Obj = dict[str, Any]
+
+
+@contextlib.contextmanager
+def mapped(what: str, *, runbook: str = RUNBOOK) -> Iterator[None]:
+    """Translate the kubernetes client's exceptions raised while doing `what`."""
+    try:
+        yield
+    except kubernetes.client.ApiException as exc:
+        message = _status_message(exc)
+        if exc.status in (429, 500, 502, 503, 504):
+            retry_after = _retry_after(exc)
+            raise errors.TransientError(
+                f"{what}: {exc.status} {message}", retry_after=retry_after, runbook=runbook
+            ) from exc
+        raise errors.PermanentError(f"{what}: {exc.status} {message}", runbook=runbook) from exc
+    except kubernetes.dynamic.exceptions.ResourceNotFoundError as exc:
+        raise errors.PermanentError(f"{what}: {exc}", hint="is the CRD installed?", runbook=runbook) from exc
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise errors.TransientError(f"{what}: cannot reach the Kubernetes API ({exc})", runbook=runbook) from exc
+
+
+def _status_message(exc: kubernetes.client.ApiException) -> str:
+    try:
+        body = yaml.safe_load(exc.body or "") or {}
+        return str(body.get("message") or exc.reason)
+    except yaml.YAMLError:
+        return str(exc.reason)
+
+
+def _retry_after(exc: kubernetes.client.ApiException) -> float | None:
+    value = (exc.headers or {}).get("Retry-After")
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+def load_manifests(source: str, *, base: Path | None = None, sha256: str | None = None) -> list[Obj]:
+    """Documents from a YAML file, a directory (its kustomization's `resources:`, else its YAML files) or a URL.
+
+    A URL must come with its sha256: a pinned install is the one that was reviewed, byte for byte.
+    """
+    if source.startswith(("https://", "http://")):
+        if not sha256:
+            raise errors.ConfigError(
+                f"{source}: a manifest URL needs its sha256 pinned", hint="set platform.argocd_sha256"
+            )
+        try:
+            answer = requests.get(source, timeout=60)
+            answer.raise_for_status()
+        except requests.RequestException as exc:
+            raise errors.TransientError(f"cannot download {source}: {exc}") from exc
+        digest = hashlib.sha256(answer.content).hexdigest()
+        if digest != sha256:
+            raise errors.PermanentError(f"{source}: sha256 is {digest}, not the pinned {sha256}")
+        return _parse(answer.text, source)
+    path = Path(source) if base is None else base / source
+    if path.is_dir():
+        kustomization = path / "kustomization.yaml"
+        if kustomization.exists():
+            entries = (yaml.safe_load(kustomization.read_text()) or {}).get("resources") or []
+            return [doc for entry in entries for doc in load_manifests(str(path / entry))]
+        return [doc for file in sorted(path.glob("*.y*ml")) for doc in load_manifests(str(file))]
+    try:
+        return _parse(path.read_text(), str(path))
+    except OSError as exc:
+        raise errors.ConfigError(f"{path}: cannot read manifests: {exc}", runbook=RUNBOOK) from exc
+
+
+def _parse(text: str, where: str) -> list[Obj]:
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d]
+    except yaml.YAMLError as exc:
+        raise errors.ConfigError(f"{where}: not valid YAML: {exc}", runbook=RUNBOOK) from exc
+    for doc in docs:
+        if not isinstance(doc, dict) or not doc.get("kind") or not doc.get("apiVersion"):
+            raise errors.ConfigError(f"{where}: every document needs apiVersion and kind", runbook=RUNBOOK)
+    return docs
+
+
+class Kube:
+    """One cluster, reached through a kubeconfig (or the pod's in-cluster config)."""
+
+    def __init__(self, kubeconfig: Path | None = None, context: str | None = None) -> None:
+        with mapped("loading the kubeconfig"):
+            try:
+                if kubeconfig is None and not _in_cluster_possible():
+                    self.api = kubernetes.config.new_client_from_config(context=context)
+                elif kubeconfig is None:
+                    kubernetes.config.load_incluster_config()
+                    self.api = kubernetes.client.ApiClient()
+                else:
+                    self.api = kubernetes.config.new_client_from_config(str(kubeconfig), context=context)
+            except kubernetes.config.ConfigException as exc:
+                raise errors.ConfigError(
+                    f"cannot use the kubeconfig {kubeconfig or '(KUBECONFIG / ~/.kube/config)'}: {exc}",
+                    hint="check cluster.kubeconfig / cluster.context, or KUBECONFIG",
+                    runbook=RUNBOOK,
+                ) from exc
+        self.server = str(self.api.configuration.host)
+        cache = (
+            Path(tempfile.gettempdir()) / f"dr-discovery-{hashlib.sha256(self.server.encode()).hexdigest()[:12]}.json"
+        )
+        with mapped(f"discovering the API of {self.server}"):
+            self.dynamic = kubernetes.dynamic.DynamicClient(self.api, cache_file=str(cache))
+
+    @property
+    def ca_pem(self) -> str | None:
+        """The cluster CA the kubeconfig trusts (what OpenBao's Kubernetes auth needs to call back)."""
+        path = self.api.configuration.ssl_ca_cert
+        return Path(path).read_text() if path else None
+
+    def _resource(self, api_version: str, kind: str) -> Any:
+        try:
+            return self.dynamic.resources.get(api_version=api_version, kind=kind)
+        except kubernetes.dynamic.exceptions.ResourceNotFoundError:
+            self.dynamic.resources.invalidate_cache()  # a CRD created since the last discovery
+            return self.dynamic.resources.get(api_version=api_version, kind=kind)
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def version(self) -> str:
+        with mapped(f"reading the version of {self.server}"):
+            info = kubernetes.client.VersionApi(self.api).get_code()
+        return str(info.git_version)
+
+    def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
+        with mapped(f"reading {kind} {namespace + '/' if namespace else ''}{name}"):
+            try:
+                return self._resource(api_version, kind).get(name=name, namespace=namespace).to_dict()  # type: ignore[no-any-return]
+            except kubernetes.dynamic.exceptions.NotFoundError:
+                return None
+            except kubernetes.dynamic.exceptions.ResourceNotFoundError:
+                return None
+
+    def objects(
+        self, api_version: str, kind: str, namespace: str | None = None, *, labels: str | None = None
+    ) -> list[Obj]:
+        with mapped(f"listing {kind}"):
+            try:
+                found = self._resource(api_version, kind).get(namespace=namespace, label_selector=labels)
+            except kubernetes.dynamic.exceptions.ResourceNotFoundError:
+                return []  # the kind is not served (its CRD is not installed): none exist
+            items: list[Obj] = found.to_dict().get("items", [])
+            return items
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def apply(self, docs: list[Obj], *, deadline: float, manager: str = FIELD_MANAGER) -> list[str]:
+        """Server-side apply a bundle: namespaces, then CRDs (waited for), then the rest. Returns what it applied."""
+        rank = {kind: i for i, kind in enumerate(CLUSTER_KINDS_FIRST)}
+        ordered: list[Obj] = sorted(docs, key=lambda d: rank.get(d["kind"], len(rank)))
+        applied = []
+        crds = [d for d in ordered if d["kind"] == "CustomResourceDefinition"]
+        for doc in ordered:
+            if doc["kind"] not in CLUSTER_KINDS_FIRST and crds:
+                self.wait_established([c["metadata"]["name"] for c in crds], deadline=deadline)
+                crds = []
+            self.apply_one(doc, manager=manager)
+            applied.append(f"{doc['kind']}/{doc['metadata']['name']}")
+        if crds:
+            self.wait_established([c["metadata"]["name"] for c in crds], deadline=deadline)
+        return applied
+
+    def apply_one(self, doc: Obj, *, manager: str = FIELD_MANAGER) -> Obj:
+        meta = doc["metadata"]
+        what = (
+            f"applying {doc['kind']} {meta.get('namespace', '') + '/' if meta.get('namespace') else ''}{meta['name']}"
+        )
+        with mapped(what):
+            resource = self._resource(doc["apiVersion"], doc["kind"])
+            namespace = meta.get("namespace") if resource.namespaced else None
+            result = self.dynamic.server_side_apply(
+                resource, body=doc, name=meta["name"], namespace=namespace, field_manager=manager, force_conflicts=True
+            )
+        return result.to_dict()  # type: ignore[no-any-return]
+
+    def patch(self, api_version: str, kind: str, name: str, patch: Obj, namespace: str | None = None) -> Obj:
+        with mapped(f"patching {kind} {name}"):
+            resource = self._resource(api_version, kind)
+            result = resource.patch(
+                body=patch, name=name, namespace=namespace, content_type="application/merge-patch+json"
+            )
+        return result.to_dict()  # type: ignore[no-any-return]
+
+    def wait_established(self, names: list[str], *, deadline: float) -> None:
+        def established() -> bool | waiting.Pending:
+            pending = []
+            for name in names:
+                crd = self.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", name)
+                conditions = ((crd or {}).get("status") or {}).get("conditions") or []
+                if not any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions):
+                    pending.append(name)
+            return True if not pending else waiting.Pending(f"not Established: {', '.join(pending)}")
+
+        waiting.wait_until(established, what="the CRDs to be Established", deadline=deadline, interval=0.2)
+        self.dynamic.resources.invalidate_cache()
+
+    # -- waiting -------------------------------------------------------------------------------
+
+    def sleep_on_watch(self, api_version: str, kind: str, namespace: str | None, seconds: float) -> None:
+        """Wait up to `seconds` for any change of the kind: a watch that ends early when something happens."""
+        try:
+            resource = self._resource(api_version, kind)
+            watcher = kubernetes.watch.Watch()
+            for _ in self.dynamic.watch(resource, namespace=namespace, timeout=max(1, int(seconds)), watcher=watcher):
+                watcher.stop()
+                break
+        except Exception:
+            time.sleep(min(seconds, 1.0))
+
+    # -- reaching pods -------------------------------------------------------------------------
+
+    def pod_address(self, pod: Obj, port: int, scheme: str = "http") -> str:
+        """An address on this host that reaches the pod's port: its IP when routable from here.
+
+        A real cluster's pod network is not reachable from an operator's laptop; the seed
+        never exposes Vault outside the cluster. That needs a port-forward, not built yet.
+        """
+        ip = (pod.get("status") or {}).get("podIP")
+        if ip and _reachable(ip, port):
+            return f"{scheme}://{ip}:{port}"
+        name = pod["metadata"]["name"]
+        raise errors.NotImplementedYet(
+            f"pod {pod['metadata'].get('namespace')}/{name} is not reachable at {ip or 'no IP'}:{port} from here,"
+            " and port-forwarding is not implemented yet",
+            hint=f"run dr inside the cluster, or `kubectl port-forward -n {pod['metadata'].get('namespace')} pod/{name}"
+            f" {port}` and pass the local address with --address",
+            runbook="runbooks/vault-unseal.md",
+        )
+
+
+def _reachable(ip: str, port: int) -> bool:
+    try:
+        socket.create_connection((ip, port), timeout=1.0).close()
+        return True
+    except OSError:
+        return False
+
+
+def _in_cluster_possible() -> bool:
+    return Path("/var/run/secrets/kubernetes.io/serviceaccount/token").exists() and bool(
+        os.environ.get("KUBERNETES_SERVICE_HOST")
+    )
+
+
+def watch_until(
+    kube: Kube,
+    api_version: str,
+    kind: str,
+    namespace: str | None,
+    probe: Callable[[list[Obj]], Any],
+    *,
+    what: str,
+    deadline: float,
+    labels: str | None = None,
+    progress: Callable[[waiting.Progress], None] | None = None,
+    cancel: Any = None,
+    interval: float = 2.0,
+) -> Any:
+    """Until `probe(objects)` returns a value (not None / Pending): one LIST per tick, woken early by a watch."""
+
+    def tick() -> Any:
+        return probe(kube.objects(api_version, kind, namespace, labels=labels))
+
+    return waiting.wait_until(
+        tick,
+        what=what,
+        deadline=deadline,
+        interval=interval,
+        max_interval=interval,
+        backoff=1.0,
+        progress=progress,
+        cancel=cancel,
+        sleep=lambda s: kube.sleep_on_watch(api_version, kind, namespace, s),
+    )

@@ -1,0 +1,492 @@
+"""The step bodies that build a platform on a cluster: six of the seven, shared by bootstrap and recovery.
+
+Each step keeps to the engine's contract: `check` is cheap and changes
+nothing (a rerun or a resume skips what holds), `run` is safe to repeat after
+a crash at any line, and `verify` proves the end state. What later steps need
+(the kubeconfig, the Vault pod addresses) goes to the checkpoint as outputs;
+secrets never do: the new Vault's shares and root token go to the key sink
+the moment `sys/init` returns them, and are read back from it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+import click
+
+from dr import config as config_mod
+from dr import errors, secret, waiting
+from dr.adapters import keys, kube, providers, sandbox_process, vault
+from dr.engine import step
+from dr.recovery import vaultconfig
+
+APP: Final = ("argoproj.io/v1alpha1", "Application")
+ES: Final = ("external-secrets.io/v1", "ExternalSecret")
+CSS: Final = ("external-secrets.io/v1", "ClusterSecretStore")
+ARGO_NS: Final = "argocd"
+WORKLOAD_KINDS: Final = ("Deployment", "StatefulSet", "DaemonSet")
+
+
+def _config(ctx: step.StepContext) -> config_mod.Config:
+    assert isinstance(ctx.config, config_mod.Config)
+    return ctx.config
+
+
+def _repo(ctx: step.StepContext) -> Path:
+    return _config(ctx).platform.repo
+
+
+def cluster_of(ctx: step.StepContext) -> kube.Kube:
+    out = ctx.outputs_of("cluster")
+    if not out.get("kubeconfig"):
+        raise errors.PermanentError("the cluster step has not recorded a kubeconfig", hint="resume the run")
+    return kube.Kube(Path(out["kubeconfig"]), out.get("context"))
+
+
+def state_dir(ctx: step.StepContext) -> Path:
+    return _config(ctx).state_dir
+
+
+def key_sink(ctx: step.StepContext) -> keys.KeySink:
+    settings = _config(ctx).keys
+    if settings.sink == "aws-secretsmanager":
+        assert settings.aws_secret_id is not None  # checked by the config model
+        return keys.SecretsManagerSink(settings.aws_secret_id, settings.aws_region, settings.aws_endpoint_url)
+    if settings.sink == "print":
+        return keys.PrintSink(lambda line: click.echo(line, err=True))
+    return keys.FileSink(state_dir(ctx) / "keys")
+
+
+def until_none_pending(
+    ctx: step.StepContext, pending: Callable[[], list[str]], *, what: str, hint: str | None = None
+) -> list[str]:
+    """Wait until `pending()` is empty, showing what is still pending; returns the last list seen."""
+    last: list[str] = []
+
+    def probe() -> bool | waiting.Pending:
+        last[:] = pending()
+        return True if not last else waiting.Pending(f"{len(last)} pending: " + "; ".join(last))
+
+    try:
+        ctx.wait_until(probe, what=what, interval=1.0, max_interval=3.0)
+    except errors.DeadlineExceeded as exc:
+        raise errors.DeadlineExceeded(
+            f"step {ctx.step} timed out waiting for {what}; still pending: " + "; ".join(last),
+            hint=hint or "fix the cause named for each, then resume the run",
+            runbook=f"runbooks/{ctx.step}.md",
+        ) from exc
+    return last
+
+
+def _ready(obj: dict[str, Any], kind: str = "Ready") -> bool:
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == kind and c.get("status") == "True" for c in conditions)
+
+
+# -- cluster -----------------------------------------------------------------------------------
+
+
+class Cluster(step.Step):
+    name = "cluster"
+    summary = "provision a fresh cluster (provider sandbox, kind, k3s) or take an existing kubeconfig"
+    end_state = "the Kubernetes API answers through the run's kubeconfig and every node is Ready"
+    default_timeout = 900.0
+
+    def _known(self, ctx: step.StepContext) -> tuple[Path, str | None, str] | None:
+        """The cluster this run (or an earlier one on this state dir) made, if its kubeconfig is there."""
+        out = ctx.outputs_of("cluster")
+        if out.get("kubeconfig"):
+            return Path(out["kubeconfig"]), out.get("context"), str(out.get("provider"))
+        settings = _config(ctx).cluster
+        provider = str(ctx.params.get("provider") or settings.provider)
+        work = state_dir(ctx) / "clusters"
+        if provider == "sandbox":
+            info = sandbox_process.status(state_dir(ctx) / "sandbox")
+            return (info.kubeconfig, None, provider) if info.healthy and info.kubeconfig else None
+        if provider == "kind":
+            return work / f"kind-{settings.name}.kubeconfig", f"kind-{settings.name}", provider
+        if provider == "k3s":
+            return work / "k3s.kubeconfig", None, provider
+        return (settings.kubeconfig, settings.context, provider) if settings.kubeconfig else None
+
+    def check(self, ctx: step.StepContext) -> bool:
+        known = self._known(ctx)
+        if known is None or not known[0].exists():
+            return False
+        try:
+            ready = self._nodes_ready(kube.Kube(known[0], known[1]))
+        except errors.DRError:
+            return False
+        if ready:
+            self._record(ctx, providers.Cluster(known[2], known[0], known[1]))
+        return ready
+
+    @staticmethod
+    def _record(ctx: step.StepContext, made: providers.Cluster) -> None:
+        ctx.set_output("kubeconfig", str(made.kubeconfig))
+        ctx.set_output("context", made.context)
+        ctx.set_output("provider", made.provider)
+
+    @staticmethod
+    def _nodes_ready(api: kube.Kube) -> bool:
+        nodes = api.objects("v1", "Node")
+        return bool(nodes) and all(_ready(n) for n in nodes)
+
+    def run(self, ctx: step.StepContext) -> None:
+        settings = _config(ctx).cluster
+        provider = str(ctx.params.get("provider") or settings.provider)
+        work = state_dir(ctx) / "clusters"
+        if provider == "sandbox":
+            made = providers.sandbox(state_dir(ctx))
+        elif provider == "kind":
+            made = providers.kind(settings.name, work, node_image=settings.kind_node_image, run_id=ctx.run_id)
+        elif provider == "k3s":
+            host = providers.K3sHost(
+                settings.k3s_host, settings.ssh_user, settings.ssh_key, settings.k3s_version, settings.k3s_airgap_dir
+            )
+            made = providers.k3s(host, work)
+        else:
+            made = providers.existing(settings.kubeconfig, settings.context)
+        self._record(ctx, made)
+        api = kube.Kube(made.kubeconfig, made.context)
+        ctx.wait_until(lambda: self._nodes_ready(api) or None, what="every node to be Ready", interval=1.0)
+
+
+# -- root app ------------------------------------------------------------------------------------
+
+
+class RootApp(step.Step):
+    name = "root-app"
+    requires = ("cluster",)
+    summary = "install Argo CD from pinned manifests and apply the root Application"
+    end_state = "Argo CD CRDs Established, its controller ready, the root Application exists"
+    default_timeout = 600.0
+
+    def _root(self, ctx: step.StepContext) -> dict[str, Any]:
+        platform = _config(ctx).platform
+        (root,) = [d for d in kube.load_manifests(platform.root_app, base=platform.repo) if d["kind"] == "Application"]
+        return root
+
+    def check(self, ctx: step.StepContext) -> bool:
+        api = cluster_of(ctx)
+        root = self._root(ctx)
+        return _argo_ready(api) and api.get(*APP, root["metadata"]["name"], ARGO_NS) is not None
+
+    def run(self, ctx: step.StepContext) -> None:
+        api = cluster_of(ctx)
+        platform = _config(ctx).platform
+        docs = kube.load_manifests(platform.argocd, base=platform.repo, sha256=platform.argocd_sha256)
+        applied = api.apply(docs, deadline=ctx.deadline)
+        ctx.log.info("argocd_applied", objects=len(applied))
+        ctx.wait_until(lambda: _argo_ready(api) or None, what="Argo CD's controller and server to be ready")
+        root = self._root(ctx)
+        api.apply_one(root)
+        api.patch(
+            *APP,
+            root["metadata"]["name"],
+            {"metadata": {"annotations": {"argocd.argoproj.io/refresh": "hard"}}},
+            ARGO_NS,
+        )
+
+
+def _argo_ready(api: kube.Kube) -> bool:
+    sts = api.get("apps/v1", "StatefulSet", "argocd-application-controller", ARGO_NS)
+    server = api.get("apps/v1", "Deployment", "argocd-server", ARGO_NS)
+    return bool(
+        sts
+        and server
+        and int((sts.get("status") or {}).get("readyReplicas") or 0) >= 1
+        and int((server.get("status") or {}).get("availableReplicas") or 0) >= 1
+    )
+
+
+# -- argo sync -------------------------------------------------------------------------------------
+
+
+def app_tree(api: kube.Kube, root: str) -> dict[str, dict[str, Any] | None]:
+    """Every Application reachable from the root through `status.resources` (None: listed but not there yet)."""
+    apps = {a["metadata"]["name"]: a for a in api.objects(*APP, ARGO_NS)}
+    tree: dict[str, dict[str, Any] | None] = {}
+    todo = [root]
+    while todo:
+        name = todo.pop()
+        if name in tree:
+            continue
+        app = apps.get(name)
+        tree[name] = app
+        for row in ((app or {}).get("status") or {}).get("resources") or []:
+            if row.get("kind") == "Application":
+                todo.append(row["name"])
+    return tree
+
+
+def _app_state(app: dict[str, Any] | None) -> tuple[str, str, str]:
+    """(sync, health, Argo's own words on why) for one Application."""
+    if app is None:
+        return "Missing", "Missing", "not created yet by its parent"
+    status = app.get("status") or {}
+    sync, health = (
+        (status.get("sync") or {}).get("status", "Unknown"),
+        (status.get("health") or {}).get("status", "Unknown"),
+    )
+    reasons = [c.get("message", "") for c in status.get("conditions") or []]
+    op = status.get("operationState") or {}
+    if op.get("phase") not in (None, "Succeeded") and op.get("message"):
+        reasons.append(f"sync {op['phase']}: {op['message']}")
+    for row in status.get("resources") or []:
+        row_health = row.get("health") or {}
+        if row_health.get("status") not in (None, "Healthy"):
+            words = f": {row_health['message']}" if row_health.get("message") else ""
+            reasons.append(f"{row['kind']} {row.get('namespace', '')}/{row['name']} {row_health['status']}{words}")
+    return str(sync), str(health), "; ".join(r for r in reasons if r)
+
+
+def _tree_pending(api: kube.Kube, root: str, may_wait: set[str]) -> list[str]:
+    pending = []
+    for name, app in sorted(app_tree(api, root).items()):
+        sync, health, why = _app_state(app)
+        ok = sync == "Synced" and (health == "Healthy" or (name in may_wait and health in ("Progressing", "Degraded")))
+        if not ok:
+            pending.append(f"{name}: {sync}/{health}" + (f" ({why})" if why else ""))
+    return pending
+
+
+class ArgoSync(step.Step):
+    name = "argo-sync"
+    requires = ("root-app",)
+    summary = "wait for the whole app-of-apps tree to sync"
+    end_state = "every Application Synced; Healthy except those that wait for Vault"
+    default_timeout = 1200.0
+    strict = False  # app-health reuses this with no Application excused
+
+    def _may_wait(self, ctx: step.StepContext) -> set[str]:
+        return set() if self.strict else set(_config(ctx).platform.waits_for_vault)
+
+    def _root_name(self, ctx: step.StepContext) -> str:
+        return str(RootApp()._root(ctx)["metadata"]["name"])
+
+    def check(self, ctx: step.StepContext) -> bool:
+        return not _tree_pending(cluster_of(ctx), self._root_name(ctx), self._may_wait(ctx))
+
+    def run(self, ctx: step.StepContext) -> None:
+        api, root, may_wait = cluster_of(ctx), self._root_name(ctx), self._may_wait(ctx)
+        until_none_pending(
+            ctx,
+            lambda: _tree_pending(api, root, may_wait),
+            what="every Application to be Synced and Healthy",
+            hint="see them with `kubectl -n argocd get applications`; fix each named reason, then resume",
+        )
+
+
+# -- vault (bootstrap: a new, empty Vault) ----------------------------------------------------------
+
+
+def vault_pods(ctx: step.StepContext, api: kube.Kube) -> list[dict[str, Any]]:
+    platform = _config(ctx).platform
+    pods = api.objects("v1", "Pod", platform.vault_namespace, labels=platform.vault_selector)
+    return sorted(pods, key=lambda p: p["metadata"]["name"])
+
+
+def vault_addresses(ctx: step.StepContext, api: kube.Kube) -> list[str]:
+    port = _config(ctx).platform.vault_port
+    return [api.pod_address(p, port) for p in vault_pods(ctx, api)]
+
+
+def _kubernetes_auth(ctx: step.StepContext, api: kube.Kube) -> dict[str, Any]:
+    """Kubernetes auth as the Vault pods must reach this cluster's API: directly for the sandbox (its pods run
+    on the host), through `kubernetes.default.svc` with the pod's own CA and token in a real cluster."""
+    if ctx.outputs_of("cluster").get("provider") == "sandbox":
+        return {"kubernetes_host": api.server, "kubernetes_ca_cert": api.ca_pem or "", "disable_local_ca_jwt": True}
+    return {"kubernetes_host": "https://kubernetes.default.svc:443", "disable_local_ca_jwt": False}
+
+
+class VaultBootstrap(step.Step):
+    name = "vault-unseal"
+    requires = ("argo-sync",)
+    summary = "initialise the new Vault, hand its keys to the key sink, unseal every pod, configure it for the platform"
+    end_state = (
+        "every Vault pod initialised, unsealed and a Raft voter; autopilot healthy;"
+        " the platform's mounts, policies and auth in place"
+    )
+    default_timeout = 600.0
+
+    def _token(self, ctx: step.StepContext) -> secret.Secret | None:
+        source = key_sink(ctx).source()
+        return source.token() if source is not None else None
+
+    def check(self, ctx: step.StepContext) -> bool:
+        api = cluster_of(ctx)
+        addresses = vault_addresses(ctx, api)
+        if not addresses:
+            return False
+        token = self._token(ctx)
+        if token is None:
+            return False
+        cluster = vault.VaultCluster(addresses, token=token)
+        try:
+            if not cluster.health(with_token=True).healthy:
+                return False
+            spec = vaultconfig.load(_repo(ctx) / _config(ctx).platform.vault_config)
+            active = cluster.active()
+            mounts, auths = active.mounted("mounts"), active.mounted("auth")
+        except errors.DRError:
+            return False
+        wanted_auth = {spec.kubernetes_auth.mount} if spec.kubernetes_auth else set()
+        ctx.set_output("addresses", addresses)
+        return {kv.path.strip("/") for kv in spec.kv} <= mounts and wanted_auth <= auths
+
+    def run(self, ctx: step.StepContext) -> None:
+        api = cluster_of(ctx)
+        settings = _config(ctx)
+        pods_wanted = ctx.wait_until(
+            lambda: ((a := vault_addresses(ctx, api)) and all(_answers(x) for x in a) and a) or None,
+            what="the Vault pods to answer",
+        )
+        addresses: list[str] = list(pods_wanted)
+        ctx.set_output("addresses", addresses)
+        first = vault.VaultNode(addresses[0])
+        sink = key_sink(ctx)
+        if not first.seal_status().initialized:
+            pgp = [Path(p).read_text() for p in settings.keys.pgp_keys] or None
+            root_pgp = settings.keys.root_token_pgp_key.read_text() if settings.keys.root_token_pgp_key else None
+            result = first.init(
+                settings.vault.shares, settings.vault.threshold, pgp_keys=pgp, root_token_pgp_key=root_pgp
+            )
+            where = sink.save(result.shares, result.root_token, encrypted=result.pgp_encrypted)
+            ctx.log.info("vault_keys_saved", sink=sink.description, where=where)
+        source = sink.source()
+        if source is None:
+            raise errors.PermanentError(
+                f"Vault is initialised but this run cannot read its keys back from the key sink ({sink.description})",
+                hint="unseal with `dr vault unseal --all` and the custodians' shares, then resume",
+                runbook=self.runbook,
+            )
+        shares, token = source.shares(), source.token()
+        if token is None:
+            raise errors.PermanentError(
+                f"Vault is initialised but the key sink ({sink.description}) holds no root token: was it initialised "
+                "by another run, or did a run crash between init and saving the keys?",
+                hint="if no one holds its keys, delete the Vault PVCs and pods so that it starts empty, then resume",
+                runbook=self.runbook,
+            )
+        cluster = vault.VaultCluster(addresses, token=token)
+        cluster.unseal_all(shares[: settings.vault.threshold])
+        ctx.check_stop()
+        cluster.await_healthy(timeout=ctx.remaining())
+        spec = vaultconfig.load(_repo(ctx) / settings.platform.vault_config)
+        changed = vaultconfig.apply(cluster.active(), spec, _kubernetes_auth(ctx, api))
+        ctx.log.info("vault_configured", changed=changed)
+
+
+def _answers(address: str) -> bool:
+    try:
+        vault.VaultNode(address).health_code()
+        return True
+    except errors.DRError:
+        return False
+
+
+# -- ESO ------------------------------------------------------------------------------------------
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+class EsoSync(step.Step):
+    name = "eso-sync"
+    requires = ("vault-unseal",)
+    summary = "force-sync every ExternalSecret from Vault and check each Secret against it"
+    end_state = "ClusterSecretStore Ready, every ExternalSecret Ready, every target Secret present and equal to Vault"
+    default_timeout = 600.0
+
+    def _pending(self, ctx: step.StepContext, api: kube.Kube) -> list[str]:
+        pending = [f"ClusterSecretStore {s['metadata']['name']}" for s in api.objects(*CSS) if not _ready(s)]
+        for es in api.objects(*ES):
+            name = f"{es['metadata']['namespace']}/{es['metadata']['name']}"
+            if not _ready(es):
+                why = next((c.get("message") for c in (es.get("status") or {}).get("conditions") or []), "")
+                pending.append(f"ExternalSecret {name}" + (f" ({why})" if why else ""))
+        return pending
+
+    def check(self, ctx: step.StepContext) -> bool:
+        api = cluster_of(ctx)
+        return not self._pending(ctx, api) and not self._mismatches(ctx, api)
+
+    def _mismatches(self, ctx: step.StepContext, api: kube.Kube) -> list[str]:
+        """ExternalSecrets whose Secret differs from Vault (compared as SHA-256; no value is logged)."""
+        token = VaultBootstrap()._token(ctx)
+        addresses = ctx.outputs_of("vault-unseal").get("addresses") or vault_addresses(ctx, api)
+        if token is None or not addresses:
+            return ["no Vault token to compare with"]
+        node = vault.VaultCluster(list(addresses), token=token).active()
+        wrong = []
+        for es in api.objects(*ES):
+            meta, spec = es["metadata"], es.get("spec") or {}
+            target = (spec.get("target") or {}).get("name") or meta["name"]
+            found = api.get("v1", "Secret", target, meta["namespace"])
+            data = (found or {}).get("data") or {}
+            for entry in spec.get("data") or []:
+                remote = entry["remoteRef"]
+                path = f"secret/data/{remote['key']}"
+                stored = (node.read(path) or {}).get("data") or {}
+                want = stored.get(remote.get("property")) if remote.get("property") else json.dumps(stored)
+                have = data.get(entry["secretKey"])
+                if want is None or have is None or _digest(base64.b64decode(have).decode()) != _digest(str(want)):
+                    wrong.append(f"{meta['namespace']}/{target}.{entry['secretKey']}")
+        return wrong
+
+    def run(self, ctx: step.StepContext) -> None:
+        api = cluster_of(ctx)
+        stamp = str(time.time_ns())
+        for es in api.objects(*ES):
+            meta = es["metadata"]
+            api.patch(*ES, meta["name"], {"metadata": {"annotations": {"force-sync": stamp}}}, meta["namespace"])
+        until_none_pending(
+            ctx,
+            lambda: self._pending(ctx, api) or self._mismatches(ctx, api),
+            what="every ExternalSecret Ready and equal to Vault",
+        )
+
+
+# -- app health --------------------------------------------------------------------------------------
+
+
+class AppHealth(ArgoSync):
+    name = "app-health"
+    requires = ("eso-sync",)
+    summary = "wait for every Application and workload to be healthy"
+    end_state = "every Application Synced and Healthy, every workload ready"
+    default_timeout = 1200.0
+    strict = True
+
+    def check(self, ctx: step.StepContext) -> bool:
+        return super().check(ctx) and not self._workloads_pending(ctx)
+
+    def _workloads_pending(self, ctx: step.StepContext) -> list[str]:
+        api = cluster_of(ctx)
+        namespaces = set()
+        for app in app_tree(api, self._root_name(ctx)).values():
+            for row in ((app or {}).get("status") or {}).get("resources") or []:
+                if row.get("namespace"):
+                    namespaces.add(row["namespace"])
+        pending = []
+        for ns in sorted(namespaces):
+            for kind in WORKLOAD_KINDS:
+                for obj in api.objects("apps/v1", kind, ns):
+                    status, want = obj.get("status") or {}, (obj.get("spec") or {}).get("replicas", 1)
+                    ready = status.get("numberReady" if kind == "DaemonSet" else "readyReplicas") or 0
+                    want = status.get("desiredNumberScheduled", 1) if kind == "DaemonSet" else want
+                    if int(ready) < int(want):
+                        pending.append(f"{kind} {ns}/{obj['metadata']['name']} {ready}/{want} ready")
+        return pending
+
+    def run(self, ctx: step.StepContext) -> None:
+        super().run(ctx)
+        until_none_pending(ctx, lambda: self._workloads_pending(ctx), what="every workload ready")
