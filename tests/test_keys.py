@@ -10,7 +10,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from dr import errors
+from dr import errors, secret
 from dr.adapters import keys
 
 SHARES = ["c2hhcmUtb25lLWJhc2U2NA==", "c2hhcmUtdHdvLWJhc2U2NA==", "c2hhcmUtdGhyZWUtYjY0"]
@@ -157,3 +157,48 @@ def test_aws_without_credentials_is_a_config_error(
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     with pytest.raises(errors.ConfigError, match="no AWS credentials"):
         keys.SecretsManagerKeys("dr/unseal", endpoint_url=aws_env).shares()
+
+
+# -- key sinks (dr bootstrap) -----------------------------------------------------------------
+
+
+def test_file_sink_writes_private_files_that_the_file_source_reads_back(tmp_path: Path) -> None:
+    sink = keys.FileSink(tmp_path / "keys")
+    shares = [secret.Secret(s) for s in SHARES]
+    where = sink.save(shares, secret.Secret("root-tok"), encrypted=False)
+    assert str(tmp_path / "keys") in where
+    assert "root-tok" not in where
+    assert 0o700 == (tmp_path / "keys").stat().st_mode & 0o777
+    assert {0o600} == {p.stat().st_mode & 0o777 for p in (tmp_path / "keys").iterdir()}
+    source = sink.source()
+    assert source is not None
+    assert SHARES == reveal(source.shares())
+    token = source.token()
+    assert token is not None
+    assert "root-tok" == token.reveal()
+    assert keys.FileSink(tmp_path / "empty").source() is None
+
+
+def test_secrets_manager_sink_round_trips_through_the_secrets_manager_source(aws_env: str) -> None:
+    sink = keys.SecretsManagerSink("dr/bootstrap-keys", endpoint_url=aws_env)
+    sink.save([secret.Secret(s) for s in SHARES], secret.Secret("root-tok"), encrypted=False)
+    again = [secret.Secret(s) for s in reversed(SHARES)]
+    sink.save(again, secret.Secret("root-tok-2"), encrypted=False)  # an existing secret gets a new version
+    source = sink.source()
+    assert source is not None
+    assert list(reversed(SHARES)) == reveal(source.shares())
+    token = source.token()
+    assert token is not None
+    assert "root-tok-2" == token.reveal()
+
+
+def test_print_sink_refuses_plaintext_and_prints_encrypted_shares_once() -> None:
+    lines: list[str] = []
+    sink = keys.PrintSink(lines.append)
+    with pytest.raises(errors.PermanentError, match="refusing to print unencrypted shares"):
+        sink.save([secret.Secret("plain")], secret.Secret("t"), encrypted=False)
+    assert [] == lines
+    sink.save([secret.Secret("wcBMA-1"), secret.Secret("wcBMA-2")], secret.Secret("wcBMA-t"), encrypted=True)
+    assert ["share 1 (PGP-encrypted, base64): wcBMA-1", "share 2 (PGP-encrypted, base64): wcBMA-2"] == lines[:2]
+    assert lines[2].endswith("wcBMA-t")
+    assert sink.source() is None

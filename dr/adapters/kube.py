@@ -8,9 +8,8 @@ module owns the one place where the client's exceptions become `dr.errors`:
 
 `apply` does what `kubectl apply --server-side` does for a bundle: namespaces
 first, CRDs next and waits for them to be Established (their custom
-resources cannot be created before), then the rest. `wait` costs one LIST
-per tick whatever the number of objects, and sleeps on a watch so that a
-change wakes it at once.
+resources cannot be created before), then the rest. Waits list once per tick
+and sleep on a watch (`sleep_on_watch`), so that a change wakes them at once.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ import os
 import socket
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -242,7 +241,11 @@ class Kube:
     # -- waiting -------------------------------------------------------------------------------
 
     def sleep_on_watch(self, api_version: str, kind: str, namespace: str | None, seconds: float) -> None:
-        """Wait up to `seconds` for any change of the kind: a watch that ends early when something happens."""
+        """Wait up to `seconds` for any change of the kind: a watch that ends early when something happens.
+
+        What the steps' waits sleep on: each tick costs one LIST of what they wait for plus this watch,
+        whatever the number of objects, and a change is seen at once rather than at the next poll.
+        """
         try:
             resource = self._resource(api_version, kind)
             watcher = kubernetes.watch.Watch()
@@ -284,36 +287,4 @@ def _reachable(ip: str, port: int) -> bool:
 def _in_cluster_possible() -> bool:
     return Path("/var/run/secrets/kubernetes.io/serviceaccount/token").exists() and bool(
         os.environ.get("KUBERNETES_SERVICE_HOST")
-    )
-
-
-def watch_until(
-    kube: Kube,
-    api_version: str,
-    kind: str,
-    namespace: str | None,
-    probe: Callable[[list[Obj]], Any],
-    *,
-    what: str,
-    deadline: float,
-    labels: str | None = None,
-    progress: Callable[[waiting.Progress], None] | None = None,
-    cancel: Any = None,
-    interval: float = 2.0,
-) -> Any:
-    """Until `probe(objects)` returns a value (not None / Pending): one LIST per tick, woken early by a watch."""
-
-    def tick() -> Any:
-        return probe(kube.objects(api_version, kind, namespace, labels=labels))
-
-    return waiting.wait_until(
-        tick,
-        what=what,
-        deadline=deadline,
-        interval=interval,
-        max_interval=interval,
-        backoff=1.0,
-        progress=progress,
-        cancel=cancel,
-        sleep=lambda s: kube.sleep_on_watch(api_version, kind, namespace, s),
     )

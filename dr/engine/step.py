@@ -112,8 +112,12 @@ class StepContext:
         timeout: float | None = None,
         interval: float = 0.5,
         max_interval: float = 5.0,
+        sleep: Callable[[float], None] | None = None,
     ) -> T:
-        """`waiting.wait_until` bound to this step's deadline, stop flag, log and timeline."""
+        """`waiting.wait_until` bound to this step's deadline, stop flag, log and timeline.
+
+        `sleep` replaces the pause between probes (a watch that returns early on a change).
+        """
         marks = list(PROGRESS_MARKS)
 
         def report(tick: waiting.Progress) -> None:
@@ -141,6 +145,7 @@ class StepContext:
                 progress=report,
                 cancel=self.stop,
                 clock=self._clock,
+                sleep=sleep,
                 runbook=f"runbooks/{self.step}.md",
             )
         finally:

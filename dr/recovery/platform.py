@@ -64,7 +64,12 @@ def key_sink(ctx: step.StepContext) -> keys.KeySink:
 
 
 def until_none_pending(
-    ctx: step.StepContext, pending: Callable[[], list[str]], *, what: str, hint: str | None = None
+    ctx: step.StepContext,
+    pending: Callable[[], list[str]],
+    *,
+    what: str,
+    hint: str | None = None,
+    wake_on: tuple[kube.Kube, str, str] | None = None,
 ) -> list[str]:
     """Wait until `pending()` is empty, showing what is still pending; returns the last list seen."""
     last: list[str] = []
@@ -74,7 +79,11 @@ def until_none_pending(
         return True if not last else waiting.Pending(f"{len(last)} pending: " + "; ".join(last))
 
     try:
-        ctx.wait_until(probe, what=what, interval=1.0, max_interval=3.0)
+        sleep = None
+        if wake_on is not None:
+            api, api_version, kind = wake_on
+            sleep = lambda seconds: api.sleep_on_watch(api_version, kind, None, seconds)  # noqa: E731
+        ctx.wait_until(probe, what=what, interval=1.0, max_interval=3.0, sleep=sleep)
     except errors.DeadlineExceeded as exc:
         raise errors.DeadlineExceeded(
             f"step {ctx.step} timed out waiting for {what}; still pending: " + "; ".join(last),
@@ -281,6 +290,7 @@ class ArgoSync(step.Step):
             lambda: _tree_pending(api, root, may_wait),
             what="every Application to be Synced and Healthy",
             hint="see them with `kubectl -n argocd get applications`; fix each named reason, then resume",
+            wake_on=(api, *APP),
         )
 
 
@@ -427,11 +437,11 @@ class EsoSync(step.Step):
             return ["no Vault token to compare with"]
         node = vault.VaultCluster(list(addresses), token=token).active()
         wrong = []
+        in_cluster = {(s["metadata"]["namespace"], s["metadata"]["name"]): s for s in api.objects("v1", "Secret")}
         for es in api.objects(*ES):
             meta, spec = es["metadata"], es.get("spec") or {}
             target = (spec.get("target") or {}).get("name") or meta["name"]
-            found = api.get("v1", "Secret", target, meta["namespace"])
-            data = (found or {}).get("data") or {}
+            data = (in_cluster.get((meta["namespace"], target)) or {}).get("data") or {}
             for entry in spec.get("data") or []:
                 remote = entry["remoteRef"]
                 path = f"secret/data/{remote['key']}"
@@ -452,6 +462,7 @@ class EsoSync(step.Step):
             ctx,
             lambda: self._pending(ctx, api) or self._mismatches(ctx, api),
             what="every ExternalSecret Ready and equal to Vault",
+            wake_on=(api, *ES),
         )
 
 
@@ -477,9 +488,10 @@ class AppHealth(ArgoSync):
                 if row.get("namespace"):
                     namespaces.add(row["namespace"])
         pending = []
-        for ns in sorted(namespaces):
-            for kind in WORKLOAD_KINDS:
-                for obj in api.objects("apps/v1", kind, ns):
+        for kind in WORKLOAD_KINDS:  # one LIST per kind, whatever the number of namespaces
+            for obj in api.objects("apps/v1", kind):
+                ns = obj["metadata"]["namespace"]
+                if ns in namespaces:
                     status, want = obj.get("status") or {}, (obj.get("spec") or {}).get("replicas", 1)
                     ready = status.get("numberReady" if kind == "DaemonSet" else "readyReplicas") or 0
                     want = status.get("desiredNumberScheduled", 1) if kind == "DaemonSet" else want
