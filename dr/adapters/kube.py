@@ -19,6 +19,7 @@ import hashlib
 import os
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,7 @@ from typing import Any, Final
 import kubernetes
 import kubernetes.dynamic
 import kubernetes.dynamic.exceptions
+import kubernetes.stream
 import requests
 import urllib3
 import yaml
@@ -145,6 +147,8 @@ class Kube:
         )
         with mapped(f"discovering the API of {self.server}"):
             self.dynamic = kubernetes.dynamic.DynamicClient(self.api, cache_file=str(cache))
+        self._lock = threading.Lock()
+        self._forwards: dict[tuple[str, str, int], _Forward] = {}
 
     @property
     def ca_pem(self) -> str | None:
@@ -257,23 +261,74 @@ class Kube:
 
     # -- reaching pods -------------------------------------------------------------------------
 
-    def pod_address(self, pod: Obj, port: int, scheme: str = "http") -> str:
-        """An address on this host that reaches the pod's port: its IP when routable from here.
+    def pod_address(self, pod: Obj, port: int, scheme: str = "http", *, direct: bool = True) -> str:
+        """An address on this host that reaches the pod's port.
 
-        A real cluster's pod network is not reachable from an operator's laptop; the seed
-        never exposes Vault outside the cluster. That needs a port-forward, not built yet.
+        The pod's IP when it routes from here (the sandbox, or dr running in the cluster); else a
+        port-forward through the API server, as `kubectl port-forward` does: a real cluster's pod
+        network is not reachable from an operator's laptop, and the seed never exposes Vault.
         """
         ip = (pod.get("status") or {}).get("podIP")
-        if ip and _reachable(ip, port):
+        if direct and ip and _reachable(ip, port):
             return f"{scheme}://{ip}:{port}"
-        name = pod["metadata"]["name"]
-        raise errors.NotImplementedYet(
-            f"pod {pod['metadata'].get('namespace')}/{name} is not reachable at {ip or 'no IP'}:{port} from here,"
-            " and port-forwarding is not implemented yet",
-            hint=f"run dr inside the cluster, or `kubectl port-forward -n {pod['metadata'].get('namespace')} pod/{name}"
-            f" {port}` and pass the local address with --address",
-            runbook="runbooks/vault-unseal.md",
-        )
+        return f"{scheme}://{self.port_forward(pod, port)}"
+
+    def port_forward(self, pod: Obj, port: int) -> str:
+        """`host:port` on 127.0.0.1 forwarded to the pod's port for as long as this client lives."""
+        meta = pod["metadata"]
+        key = (meta["namespace"], meta["name"], port)
+        with self._lock:
+            if key not in self._forwards:
+                self._forwards[key] = _Forward(self.api, meta["namespace"], meta["name"], port)
+            return self._forwards[key].address
+
+
+class _Forward:
+    """A loopback listener whose every connection is one port-forward stream to a pod's port."""
+
+    def __init__(self, api: kubernetes.client.ApiClient, namespace: str, name: str, port: int) -> None:
+        self.core = kubernetes.client.CoreV1Api(api)
+        self.namespace, self.name, self.port = namespace, name, port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, name=f"port-forward {name}:{port}", daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            stream = kubernetes.stream.portforward(
+                self.core.connect_get_namespaced_pod_portforward, self.name, self.namespace, ports=str(self.port)
+            )
+            remote = stream.socket(self.port)
+            remote.setblocking(True)
+        except Exception as exc:
+            log.warning("port_forward_failed", pod=f"{self.namespace}/{self.name}", port=self.port, error=str(exc))
+            conn.close()
+            return
+        threading.Thread(target=_copy, args=(remote, conn), daemon=True).start()
+        _copy(conn, remote)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def _copy(source: Any, target: Any) -> None:
+    """Bytes one way until EOF, then shut the other side's write half."""
+    try:
+        while data := source.recv(65536):
+            target.sendall(data)
+    except OSError:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            target.shutdown(socket.SHUT_WR)
 
 
 def _reachable(ip: str, port: int) -> bool:

@@ -42,11 +42,18 @@ def _repo(ctx: step.StepContext) -> Path:
     return _config(ctx).platform.repo
 
 
+_clients: dict[tuple[str, str | None], kube.Kube] = {}
+
+
 def cluster_of(ctx: step.StepContext) -> kube.Kube:
+    """The run's cluster client, one per kubeconfig for the process (its port-forwards live with it)."""
     out = ctx.outputs_of("cluster")
     if not out.get("kubeconfig"):
         raise errors.PermanentError("the cluster step has not recorded a kubeconfig", hint="resume the run")
-    return kube.Kube(Path(out["kubeconfig"]), out.get("context"))
+    key = (str(out["kubeconfig"]), out.get("context"))
+    if key not in _clients:
+        _clients[key] = kube.Kube(Path(key[0]), key[1])
+    return _clients[key]
 
 
 def state_dir(ctx: step.StepContext) -> Path:

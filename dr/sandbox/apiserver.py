@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from dr.adapters import certs
-from dr.sandbox import resources, store
+from dr.sandbox import portforward, resources, store
 
 VERSION = {
     "major": "1",
@@ -477,6 +477,12 @@ class _Handler(BaseHTTPRequestHandler):
             if method != "POST" or namespace is None or name is None:
                 raise store.ApiError(405, "MethodNotAllowed", "token only accepts create")
             self._send(201, self.api.token_request(namespace, name, self._body()))
+            return
+        if sub == "portforward" and res.kind == "Pod":
+            if namespace is None or name is None:
+                raise store.ApiError(404, "NotFound", "portforward needs a pod")
+            pod = s.get(res, namespace, name)
+            portforward.serve(self, pod, query.get("ports", ""))
             return
         if sub is not None and sub not in res.subresources:
             raise store.ApiError(404, "NotFound", f"{res.plural} has no subresource {sub!r}")

@@ -43,8 +43,12 @@ class Resource:
             }
         ]
         for sub in self.subresources:
-            verbs = ["create"] if sub == "token" else ["get", "patch", "update"]
-            kind = "TokenRequest" if sub == "token" else self.kind
+            verbs = (
+                ["create"]
+                if sub == "token"
+                else (["get", "create"] if sub == "portforward" else ["get", "patch", "update"])
+            )
+            kind = {"token": "TokenRequest", "portforward": "PodPortForwardOptions"}.get(sub, self.kind)
             entries.append(
                 {
                     "name": f"{self.plural}/{sub}",
@@ -65,7 +69,7 @@ def _r(
 
 BUILTIN = [
     _r("", "v1", "namespaces", "Namespace", False, "status", "finalize", short=("ns",)),
-    _r("", "v1", "pods", "Pod", True, "status", short=("po",)),
+    _r("", "v1", "pods", "Pod", True, "status", "portforward", short=("po",)),
     _r("", "v1", "services", "Service", True, "status", short=("svc",)),
     _r("", "v1", "endpoints", "Endpoints", True, short=("ep",)),
     _r("", "v1", "configmaps", "ConfigMap", True, short=("cm",)),

@@ -24,7 +24,7 @@ import yaml
 from click.testing import CliRunner, Result
 
 from dr import cli, secret
-from dr.adapters import sandbox_process, vault
+from dr.adapters import kube, sandbox_process, vault
 from dr.engine import checkpoints
 from tests.harness_vault import remember
 from tests.polling import eventually
@@ -119,6 +119,21 @@ def test_bootstrap_builds_a_healthy_platform_with_keys_only_in_the_sink(built: B
             data = path.read_bytes()
             assert not any(v in data for v in values), f"a key is in {path}"
     assert not any(v.decode() in built.first.output for v in values)
+
+
+def test_a_port_forward_reaches_a_vault_pod_through_the_api_as_on_a_real_cluster(built: Built) -> None:
+    """From outside a real cluster pod IPs do not route: dr reaches Vault through pods/portforward instead."""
+    api = kube.Kube(built.state / "sandbox" / "kubeconfig")
+    (pod, *_) = api.objects("v1", "Pod", "vault", labels="component=server")
+    address = api.pod_address(pod, 8200, direct=False)
+    assert address.startswith("http://127.0.0.1:")
+    assert pod["status"]["podIP"] not in address
+    node = vault.VaultNode(address)
+    assert node.health_code() in (200, 429)  # through the tunnel: an unsealed node's answer
+    assert not node.seal_status().sealed
+    for _ in range(3):  # every connection is its own stream; the forward stays up between them
+        assert node.seal_status().initialized
+    assert address == api.pod_address(pod, 8200, direct=False)  # one forward per pod port
 
 
 def test_rerunning_a_finished_bootstrap_skips_every_step(built: Built) -> None:
