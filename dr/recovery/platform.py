@@ -24,6 +24,7 @@ from dr import config as config_mod
 from dr import errors, secret, waiting
 from dr.adapters import keys, kube, providers, sandbox_process, vault
 from dr.engine import step
+from dr.ops import vault as ops_vault
 from dr.recovery import vaultconfig
 
 APP: Final = ("argoproj.io/v1alpha1", "Application")
@@ -334,8 +335,9 @@ class VaultBootstrap(step.Step):
     default_timeout = 600.0
 
     def _token(self, ctx: step.StepContext) -> secret.Secret | None:
+        """The root token from the sink; with a sink dr cannot read (printed, encrypted), BAO_TOKEN/VAULT_TOKEN."""
         source = key_sink(ctx).source()
-        return source.token() if source is not None else None
+        return (source.token() if source is not None else None) or ops_vault.env_token()
 
     def check(self, ctx: step.StepContext) -> bool:
         api = cluster_of(ctx)
@@ -378,22 +380,27 @@ class VaultBootstrap(step.Step):
             where = sink.save(result.shares, result.root_token, encrypted=result.pgp_encrypted)
             ctx.log.info("vault_keys_saved", sink=sink.description, where=where)
         source = sink.source()
-        if source is None:
-            raise errors.PermanentError(
-                f"Vault is initialised but this run cannot read its keys back from the key sink ({sink.description})",
-                hint="unseal with `dr vault unseal --all` and the custodians' shares, then resume",
-                runbook=self.runbook,
-            )
-        shares, token = source.shares(), source.token()
+        token = self._token(ctx)
         if token is None:
             raise errors.PermanentError(
-                f"Vault is initialised but the key sink ({sink.description}) holds no root token: was it initialised "
-                "by another run, or did a run crash between init and saving the keys?",
-                hint="if no one holds its keys, delete the Vault PVCs and pods so that it starts empty, then resume",
+                f"Vault is initialised but neither the key sink ({sink.description}) nor BAO_TOKEN/VAULT_TOKEN gives"
+                " this run its root token: was it initialised by another run, did a run crash between init and"
+                " saving the keys, or are the keys printed (encrypted) for custodians?",
+                hint="with printed keys: custodians unseal (`dr vault unseal --all`), export VAULT_TOKEN with the"
+                " decrypted root token, then resume; if nobody holds the keys, delete the Vault PVCs and pods so"
+                " that it starts empty, then resume",
                 runbook=self.runbook,
             )
+        shares = source.shares() if source is not None else []
         cluster = vault.VaultCluster(addresses, token=token)
-        cluster.unseal_all(shares[: settings.vault.threshold])
+        if shares:
+            cluster.unseal_all(shares[: settings.vault.threshold])
+        elif any(state.role == "sealed" for state in cluster.states()):
+            raise errors.PermanentError(
+                f"Vault is sealed and the key sink ({sink.description}) gives this run no shares it can use",
+                hint="custodians decrypt their shares and run `dr vault unseal --all`; then resume",
+                runbook=self.runbook,
+            )
         ctx.check_stop()
         cluster.await_healthy(timeout=ctx.remaining())
         spec = vaultconfig.load(_repo(ctx) / settings.platform.vault_config)

@@ -70,8 +70,12 @@ class Built:
         return {a["metadata"]["name"]: a.get("status") or {} for a in items}
 
     def vault_addresses(self) -> list[str]:
-        pods = kubernetes.client.CoreV1Api(self.client).list_namespaced_pod("vault", label_selector="component=server")
-        return sorted(f"http://{p.status.pod_ip}:8200" for p in pods.items)
+        return vault_addresses(self.client)
+
+
+def vault_addresses(client: kubernetes.client.ApiClient) -> list[str]:
+    pods = kubernetes.client.CoreV1Api(client).list_namespaced_pod("vault", label_selector="component=server")
+    return sorted(f"http://{p.status.pod_ip}:8200" for p in pods.items)
 
 
 @pytest.fixture(scope="module")
@@ -214,5 +218,54 @@ def test_sigkill_inside_every_step_then_resume_reaches_the_same_end_without_redo
         events = [json.loads(line) for line in (tmp_path / "runs.log").read_text().splitlines() if line.startswith("{")]
         assert 1 == sum(e.get("event") == "vault_initialised" for e in events)
         remember(*[secret.Secret(p.read_text().strip()) for p in (state / "keys").iterdir()])
+    finally:
+        sandbox_process.down(state / "sandbox")
+
+
+def test_printed_pgp_keys_custodians_unseal_then_the_run_resumes(tmp_path: Path) -> None:
+    """keys.sink print: shares and root token are printed once, encrypted; dr keeps none, stops sealed, and
+    resumes to a healthy platform once custodians unsealed and VAULT_TOKEN carries the decrypted root token."""
+    home = tmp_path / "gnupg"
+    home.mkdir(mode=0o700)
+    gpg = ["gpg", "--homedir", str(home), "--batch", "--pinentry-mode", "loopback", "--passphrase", ""]
+    subprocess.run(
+        [*gpg, "--quick-gen-key", "custodian <c@test>", "rsa2048", "encr", "never"], check=True, capture_output=True
+    )
+    public = base64.b64encode(subprocess.run([*gpg, "--export", "custodian"], check=True, capture_output=True).stdout)
+    key_file = tmp_path / "custodian.asc.b64"
+    key_file.write_bytes(public)
+    config = write_config(
+        tmp_path,
+        vault={"shares": 3, "threshold": 2},
+        keys={"sink": "print", "pgp_keys": [str(key_file)] * 3, "root_token_pgp_key": str(key_file)},
+    )
+    state = tmp_path / "state"
+
+    def decrypt(text: str) -> secret.Secret:
+        out = subprocess.run([*gpg, "--decrypt"], input=base64.b64decode(text), check=True, capture_output=True)
+        value = secret.Secret(out.stdout.decode().strip())
+        remember(value)
+        return value
+
+    try:
+        first = bootstrap(config)
+        assert 1 == first.exit_code
+        assert "neither the key sink (print) nor BAO_TOKEN/VAULT_TOKEN gives this run its root token" in first.stderr
+        assert "custodians unseal (`dr vault unseal --all`), export VAULT_TOKEN" in first.stderr
+        printed = [line.split(": ", 1)[1] for line in first.stderr.splitlines() if "(PGP-encrypted, base64)" in line]
+        assert 4 == len(printed)  # three shares and the root token, once
+        assert not (state / "keys").exists()
+        shares, token = [decrypt(p) for p in printed[:3]], decrypt(printed[3])
+        run_id = run_of(first)["run_id"]
+        addresses = vault_addresses(kubernetes.config.new_client_from_config(str(state / "sandbox" / "kubeconfig")))
+        vault.VaultCluster(addresses).unseal_all(shares[:2])  # what `dr vault unseal --all` does for custodians
+        resumed = CliRunner().invoke(
+            cli.cli,
+            ["--config", str(config), "bootstrap", "--resume", run_id, "-o", "json"],
+            env={"VAULT_TOKEN": token.reveal()},
+        )
+        assert 0 == resumed.exit_code, resumed.output
+        assert "succeeded" == run_of(resumed)["status"]
+        assert not any(s.reveal() in resumed.output for s in [token, *shares])
     finally:
         sandbox_process.down(state / "sandbox")
