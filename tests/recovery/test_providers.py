@@ -144,3 +144,9 @@ def test_k3s_air_gapped_needs_its_files_and_ssh_is_required_for_a_remote_host(bi
     empty.mkdir()
     with pytest.raises(errors.ConfigError, match=re.escape("needs `k3s` and `k3s-airgap-images-<arch>.tar.zst`")):
         providers.k3s(providers.K3sHost("10.0.0.5", airgap_dir=empty), tmp_path / "work")
+
+
+def test_drill_teardown_deletes_the_kind_cluster(bin_dir: Path) -> None:
+    fake(bin_dir, "kind", [])
+    providers.delete_kind("drill-1")
+    assert [["kind", "delete", "cluster", "--name", "drill-1"]] == calls(bin_dir)
