@@ -21,7 +21,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 .PHONY: help install system-deps test lint typecheck unit demo lock clean
 
 help:
-	@echo "make demo     run dr on the sandbox (set-up included)"
+	@echo "make demo     build the platform on the sandbox with dr bootstrap, then stop it (set-up included)"
 	@echo "make test     lint + type check + tests (set-up included)"
 	@echo "make install  create .venv/ from uv.lock (reused while the lock is unchanged)"
 	@echo "make lock     re-resolve uv.lock after changing dependencies"
@@ -61,10 +61,19 @@ unit: install system-deps
 
 test: lint typecheck unit
 
+# The demo builds the whole platform on the sandbox (state in .demo/, started fresh each time),
+# shows it, shows the recovery plan, and stops the sandbox whatever happened.
+DEMO := .demo
 demo: install
-	$(BIN)/dr plan
-	@echo
-	$(BIN)/dr recover --cluster new --provider sandbox --dry-run
+	@$(BIN)/dr sandbox down --dir $(DEMO)/sandbox >/dev/null 2>&1; rm -rf $(DEMO)
+	@trap '$(BIN)/dr sandbox down --dir $(DEMO)/sandbox >/dev/null' EXIT; \
+	set -e; \
+	echo "== dr bootstrap --provider sandbox: the platform from nothing"; \
+	$(BIN)/dr --log-format console bootstrap --provider sandbox --state-dir $(DEMO); \
+	echo; echo "== the Vault pods (real OpenBao), unsealed"; \
+	$(BIN)/dr --config $(DEMO)/sandbox/dr.yaml vault status || true; \
+	echo; echo "== the recovery it would run on a new cluster"; \
+	$(BIN)/dr recover --cluster new --provider sandbox --dry-run --state-dir $(DEMO)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache

@@ -452,14 +452,20 @@ class EsoSync(step.Step):
         node = vault.VaultCluster(list(addresses), token=token).active()
         wrong = []
         in_cluster = {(s["metadata"]["namespace"], s["metadata"]["name"]): s for s in api.objects("v1", "Secret")}
+        stores = {}
+        for found in api.objects(*CSS):
+            provider = ((found.get("spec") or {}).get("provider") or {}).get("vault") or {}
+            stores[found["metadata"]["name"]] = (str(provider.get("path") or "secret"), provider.get("version", "v2"))
         for es in api.objects(*ES):
             meta, spec = es["metadata"], es.get("spec") or {}
+            mount, version = stores.get(((spec.get("secretStoreRef") or {}).get("name")) or "", ("secret", "v2"))
             target = (spec.get("target") or {}).get("name") or meta["name"]
             data = (in_cluster.get((meta["namespace"], target)) or {}).get("data") or {}
             for entry in spec.get("data") or []:
                 remote = entry["remoteRef"]
-                path = f"secret/data/{remote['key']}"
-                stored = (node.read(path) or {}).get("data") or {}
+                path = f"{mount}/data/{remote['key']}" if version == "v2" else f"{mount}/{remote['key']}"
+                reply = node.read(path) or {}
+                stored = (reply.get("data") or {}) if version == "v2" else reply
                 want = stored.get(remote.get("property")) if remote.get("property") else json.dumps(stored)
                 have = data.get(entry["secretKey"])
                 if want is None or have is None or _digest(base64.b64decode(have).decode()) != _digest(str(want)):
