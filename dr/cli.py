@@ -155,6 +155,9 @@ def plan_cmd(app: App, output: str) -> None:
     help="Rebuild on a new cluster, or on an existing one reached through its kubeconfig.",
 )
 @run_options
+@click.option(
+    "--snapshot", "snapshot", metavar="ID", default=None, help="Restore this snapshot [default: the latest good one]."
+)
 @click.option("--dry-run", is_flag=True, help="Print what would run; change nothing.")
 @state_dir_option
 @output_option
@@ -164,6 +167,7 @@ def recover_cmd(
     cluster: str | None,
     provider: str | None,
     resume: str | None,
+    snapshot: str | None,
     dry_run: bool,
     state_dir: str | None,
     output: str,
@@ -187,7 +191,7 @@ def recover_cmd(
         _emit({"dry_run": True, "run_id": resume, "params": params, "steps": [asdict(r) for r in rows]}, text, output)
         return
     store = checkpoints.CheckpointStore(config.state_dir)
-    outcome = recover_mod.recover(config, store, cluster=mode, provider=provider, resume=resume)
+    outcome = recover_mod.recover(config, store, cluster=mode, provider=provider, resume=resume, snapshot=snapshot)
     run = store.load(outcome.run_id)
     _emit(run.to_json(), views.run_status(run, None, advice=False), output)
     if outcome.error is not None and outcome.status != "succeeded":

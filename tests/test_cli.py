@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from dr import __version__, cli
 from dr.recovery import steps
 
 SEVEN = ["cluster", "root-app", "argo-sync", "vault-unseal", "raft-restore", "eso-sync", "app-health"]
+PLAN = ["snapshot", *SEVEN]  # the snapshot branch downloads beside cluster … argo-sync
 
 
 def dr(*args: str) -> Result:
@@ -35,12 +37,16 @@ def test_python_dash_m_runs_the_same_cli() -> None:
     assert f"dr, version {__version__}" == out.stdout.strip()
 
 
-def test_plan_lists_the_seven_steps_in_order() -> None:
-    """`dr plan -o json` gives the seven stable names, each requiring the one before."""
+def test_plan_lists_the_seven_steps_in_order_and_the_snapshot_branch() -> None:
+    """`dr plan -o json`: the seven stable names each requiring the one before; raft-restore also the snapshot."""
     data = json.loads(dr("plan", "--output", "json").output)
-    assert SEVEN == [s["name"] for s in data["steps"]]
-    assert SEVEN == list(steps.NAMES)
-    assert [[]] + [[n] for n in SEVEN[:-1]] == [s["requires"] for s in data["steps"]]
+    assert PLAN == [s["name"] for s in data["steps"]]
+    assert PLAN == list(steps.NAMES)
+    requires = {s["name"]: s["requires"] for s in data["steps"]}
+    assert {"snapshot": [], "cluster": []}.items() <= requires.items()
+    for before, after in itertools.pairwise(SEVEN):
+        assert before in requires[after]
+    assert ["vault-unseal", "snapshot"] == requires["raft-restore"]
     assert all(s["end_state"] and s["runbook"] == f"runbooks/{s['name']}.md" for s in data["steps"])
     text = dr("plan").output
     assert "raft-restore  vault-unseal" in text
@@ -49,7 +55,7 @@ def test_plan_lists_the_seven_steps_in_order() -> None:
 def test_every_step_has_a_runbook() -> None:
     """runbooks/<step>.md exists for each step, with the three sections operators rely on."""
     root = Path(__file__).resolve().parents[1] / "runbooks"
-    for name in SEVEN:
+    for name in PLAN:
         text = (root / f"{name}.md").read_text()
         for section in ("## What it does", "## See its state by hand", "## Finish it by hand"):
             assert section in text, f"{name}.md lacks {section}"
@@ -95,19 +101,23 @@ def no_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_failed_step_is_loud_and_leaves_a_resumable_checkpoint(no_tools: None) -> None:
-    """A recovery whose cluster step cannot run: the tool named, exit 2, a resumable checkpoint and a runbook."""
+    """A recovery with no snapshot and no kind: both branches fail, each named; exit 1, a resumable checkpoint."""
     result = dr("--log-format", "console", "recover", "--cluster", "new", "--provider", "kind")
-    assert 2 == result.exit_code
-    assert "error: the `kind` command is not installed (needed for provider kind)" in result.stderr
-    assert "runbook: runbooks/cluster.md" in result.stderr
+    assert 1 == result.exit_code
+    # The error shown is the earliest step's in plan order (the snapshot branch); the table names both.
+    assert "error: no good snapshot for cluster platform" in result.stderr
+    assert "the `kind` command is not installed (needed for provider kind)" in result.stdout
+    assert "runbook: runbooks/raft-restore.md" in result.stderr
     assert "resume with: dr recover --resume " in result.stderr
     assert 0o700 == Path(".dr").stat().st_mode & 0o777
     runs = json.loads(dr("runs", "-o", "json").output)["runs"]
-    assert [("recover", "failed", ["cluster"])] == [(r["plan"], r["status"], r["failed_steps"]) for r in runs]
+    assert [("recover", "failed", ["snapshot", "cluster"])] == [
+        (r["plan"], r["status"], r["failed_steps"]) for r in runs
+    ]
     run_id = runs[0]["run_id"]
     status = json.loads(dr("status", "-o", "json").output)
     assert (run_id, False) == (status["run_id"], status["live"])
-    assert ["failed"] + ["pending"] * 6 == [status["steps"][n]["state"] for n in SEVEN]
+    assert ["failed", "failed"] + ["pending"] * 6 == [status["steps"][n]["state"] for n in PLAN]
     assert "ConfigError" == status["steps"]["cluster"]["error"]["type"]
     preview = dr("recover", "--resume", run_id, "--dry-run").output
     assert "re-enter through check()" in preview
@@ -136,7 +146,10 @@ def test_json_log_format_gives_json_lines(no_tools: None) -> None:
     result = dr("--log-format", "json", "recover", "--cluster", "new", "--provider", "kind")
     lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     events = [e["event"] for e in lines]
-    assert ["run_started", "step_started", "step_failed", "run_finished", "command_failed"] == events
+    # The snapshot branch and the cluster step run side by side: their events interleave in any order.
+    assert "run_started" == events[0]
+    assert ["run_finished", "command_failed"] == events[-2:]
+    assert ["step_failed", "step_failed", "step_started", "step_started"] == sorted(events[1:-2])
     assert lines[-1]["resume"].startswith("dr recover --resume ")
     assert all(e.get("timestamp", "x").endswith("Z") for e in lines[:-1])
 
@@ -146,6 +159,6 @@ def test_state_dir_from_environment(no_tools: None) -> None:
     result = CliRunner().invoke(
         cli.cli, ["recover", "--cluster", "new", "--provider", "kind"], env={"DR_STATE_DIR": "elsewhere"}
     )
-    assert 2 == result.exit_code
+    assert 1 == result.exit_code
     assert Path("elsewhere/runs").is_dir()
     assert not Path(".dr").exists()

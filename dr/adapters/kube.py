@@ -229,6 +229,14 @@ class Kube:
             )
         return result.to_dict()  # type: ignore[no-any-return]
 
+    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> None:
+        """Delete one object; absent is fine."""
+        with mapped(f"deleting {kind} {namespace + '/' if namespace else ''}{name}"):
+            try:
+                self._resource(api_version, kind).delete(name=name, namespace=namespace)
+            except kubernetes.dynamic.exceptions.NotFoundError:
+                return
+
     def wait_established(self, names: list[str], *, deadline: float) -> None:
         def established() -> bool | waiting.Pending:
             pending = []

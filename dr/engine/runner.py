@@ -225,7 +225,9 @@ class Runner:
                 )
             else:
                 status = "failed"
-                error = next(iter(self._errors.values()), None) or errors.PermanentError(
+                # The failure of the earliest step in plan order: parallel branches fail in any order.
+                first = next((n for n in self.plan.order if n in self._errors), None)
+                error = (self._errors[first] if first else None) or errors.PermanentError(
                     f"run {run.run_id} did not finish"
                 )
             run.status = status

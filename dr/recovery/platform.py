@@ -443,12 +443,16 @@ class EsoSync(step.Step):
         api = cluster_of(ctx)
         return not self._pending(ctx, api) and not self._mismatches(ctx, api)
 
+    def vault_token(self, ctx: step.StepContext) -> secret.Secret | None:
+        return VaultBootstrap()._token(ctx)
+
     def _mismatches(self, ctx: step.StepContext, api: kube.Kube) -> list[str]:
         """ExternalSecrets whose Secret differs from Vault (compared as SHA-256; no value is logged)."""
-        token = VaultBootstrap()._token(ctx)
+        token = self.vault_token(ctx)
         addresses = ctx.outputs_of("vault-unseal").get("addresses") or vault_addresses(ctx, api)
         if token is None or not addresses:
-            return ["no Vault token to compare with"]
+            ctx.log.warning("secrets_not_compared", reason="no Vault token (set keys.token_file or VAULT_TOKEN)")
+            return []
         node = vault.VaultCluster(list(addresses), token=token).active()
         wrong = []
         in_cluster = {(s["metadata"]["namespace"], s["metadata"]["name"]): s for s in api.objects("v1", "Secret")}

@@ -95,12 +95,13 @@ def recover(
     cluster: ClusterMode | None,
     provider: str | None,
     resume: str | None = None,
+    snapshot: str | None = None,
 ) -> runner.Outcome:
     """Start or resume a recovery run; returns how it ended."""
     plan = build_plan(config)
     run = runner.Runner(plan, store, config=config)
     if resume:
-        return run.resume(resume, {"cluster": cluster, "provider": provider})
+        return run.resume(resume, {"cluster": cluster, "provider": provider, "snapshot": snapshot})
     if cluster is None:
         raise errors.ConfigError("a new recovery needs --cluster new or --cluster existing")
-    return run.start(run_params(config, cluster, provider))
+    return run.start({**run_params(config, cluster, provider), "snapshot": snapshot or "latest"})
