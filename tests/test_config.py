@@ -113,7 +113,7 @@ def test_unknown_step_in_config_is_refused_by_the_plan(tmp_path: Path) -> None:
     path = write(tmp_path, "steps:\n  vault-unsael:\n    attempts: 2\n")
     result = CliRunner().invoke(cli.cli, ["--config", str(path), "plan"])
     assert 2 == result.exit_code
-    assert "field `steps.vault-unsael`: no such step; the steps are cluster, root-app" in result.output
+    assert "field `steps.vault-unsael`: no such step; the steps are snapshot, cluster, root-app" in result.output
 
 
 @pytest.mark.parametrize(("case", "text", "message"), BAD, ids=[b[0] for b in BAD])
