@@ -16,6 +16,7 @@ canary.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,8 @@ class Snapshot(step.Step):
         path = self._path(ctx, entry.manifest.id)
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         partial = path.with_suffix(".partial")
+        os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))  # Vault's data: owner only
+        partial.chmod(0o600)
         verify.check(cat, entry, copy_to=partial)  # raises, naming the snapshot, before anything is restored
         partial.replace(path)
         self._record(ctx, entry, path)

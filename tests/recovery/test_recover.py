@@ -81,6 +81,8 @@ def test_a_destroyed_platform_comes_back_from_its_snapshot_with_every_secret(tmp
         synced = kubernetes.client.CoreV1Api(client).read_namespaced_secret("demo-app-secret", "workloads").data
         assert demo == base64.b64decode(synced["api_key"]).decode()  # ESO copied the restored value, not a new one
         assert not list((new / "state" / "runs").rglob("throwaway-init"))  # the throwaway init material is gone
+        (downloaded,) = (new / "state" / "snapshots").glob("*.snap")
+        assert 0o600 == downloaded.stat().st_mode & 0o777
         again = dr(recovery, "recover", "--cluster", "new", "-o", "json")
         assert 0 == again.exit_code, again.output
         assert {"skipped"} == {s["state"] for s in json.loads(again.stdout)["steps"].values()}, again.stdout
