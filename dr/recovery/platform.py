@@ -34,13 +34,13 @@ ARGO_NS: Final = "argocd"
 WORKLOAD_KINDS: Final = ("Deployment", "StatefulSet", "DaemonSet")
 
 
-def _config(ctx: step.StepContext) -> config_mod.Config:
+def config_of(ctx: step.StepContext) -> config_mod.Config:
     assert isinstance(ctx.config, config_mod.Config)
     return ctx.config
 
 
 def _repo(ctx: step.StepContext) -> Path:
-    return _config(ctx).platform.repo
+    return config_of(ctx).platform.repo
 
 
 _clients: dict[tuple[str, str | None], kube.Kube] = {}
@@ -58,11 +58,11 @@ def cluster_of(ctx: step.StepContext) -> kube.Kube:
 
 
 def state_dir(ctx: step.StepContext) -> Path:
-    return _config(ctx).state_dir
+    return config_of(ctx).state_dir
 
 
 def key_sink(ctx: step.StepContext) -> keys.KeySink:
-    settings = _config(ctx).keys
+    settings = config_of(ctx).keys
     if settings.sink == "aws-secretsmanager":
         assert settings.aws_secret_id is not None  # checked by the config model
         return keys.SecretsManagerSink(settings.aws_secret_id, settings.aws_region, settings.aws_endpoint_url)
@@ -120,7 +120,7 @@ class Cluster(step.Step):
         out = ctx.outputs_of("cluster")
         if out.get("kubeconfig"):
             return Path(out["kubeconfig"]), out.get("context"), str(out.get("provider"))
-        settings = _config(ctx).cluster
+        settings = config_of(ctx).cluster
         provider = str(ctx.params.get("provider") or settings.provider)
         work = state_dir(ctx) / "clusters"
         if provider == "sandbox":
@@ -156,7 +156,7 @@ class Cluster(step.Step):
         return bool(nodes) and all(_ready(n) for n in nodes)
 
     def run(self, ctx: step.StepContext) -> None:
-        settings = _config(ctx).cluster
+        settings = config_of(ctx).cluster
         provider = str(ctx.params.get("provider") or settings.provider)
         work = state_dir(ctx) / "clusters"
         if provider == "sandbox":
@@ -186,7 +186,7 @@ class RootApp(step.Step):
     default_timeout = 600.0
 
     def _root(self, ctx: step.StepContext) -> dict[str, Any]:
-        platform = _config(ctx).platform
+        platform = config_of(ctx).platform
         (root,) = [d for d in kube.load_manifests(platform.root_app, base=platform.repo) if d["kind"] == "Application"]
         return root
 
@@ -197,7 +197,7 @@ class RootApp(step.Step):
 
     def run(self, ctx: step.StepContext) -> None:
         api = cluster_of(ctx)
-        platform = _config(ctx).platform
+        platform = config_of(ctx).platform
         docs = kube.load_manifests(platform.argocd, base=platform.repo, sha256=platform.argocd_sha256)
         applied = api.apply(docs, deadline=ctx.deadline)
         ctx.log.info("argocd_applied", objects=len(applied))
@@ -283,7 +283,7 @@ class ArgoSync(step.Step):
     strict = False  # app-health reuses this with no Application excused
 
     def _may_wait(self, ctx: step.StepContext) -> set[str]:
-        return set() if self.strict else set(_config(ctx).platform.waits_for_vault)
+        return set() if self.strict else set(config_of(ctx).platform.waits_for_vault)
 
     def _root_name(self, ctx: step.StepContext) -> str:
         return str(RootApp()._root(ctx)["metadata"]["name"])
@@ -306,17 +306,17 @@ class ArgoSync(step.Step):
 
 
 def vault_pods(ctx: step.StepContext, api: kube.Kube) -> list[dict[str, Any]]:
-    platform = _config(ctx).platform
+    platform = config_of(ctx).platform
     pods = api.objects("v1", "Pod", platform.vault_namespace, labels=platform.vault_selector)
     return sorted(pods, key=lambda p: p["metadata"]["name"])
 
 
 def vault_addresses(ctx: step.StepContext, api: kube.Kube) -> list[str]:
-    port = _config(ctx).platform.vault_port
+    port = config_of(ctx).platform.vault_port
     return [api.pod_address(p, port) for p in vault_pods(ctx, api)]
 
 
-def _kubernetes_auth(ctx: step.StepContext, api: kube.Kube) -> dict[str, Any]:
+def kubernetes_auth(ctx: step.StepContext, api: kube.Kube) -> dict[str, Any]:
     """Kubernetes auth as the Vault pods must reach this cluster's API: directly for the sandbox (its pods run
     on the host), through `kubernetes.default.svc` with the pod's own CA and token in a real cluster."""
     if ctx.outputs_of("cluster").get("provider") == "sandbox":
@@ -351,7 +351,7 @@ class VaultBootstrap(step.Step):
         try:
             if not cluster.health(with_token=True).healthy:
                 return False
-            spec = vaultconfig.load(_repo(ctx) / _config(ctx).platform.vault_config)
+            spec = vaultconfig.load(_repo(ctx) / config_of(ctx).platform.vault_config)
             active = cluster.active()
             mounts, auths = active.mounted("mounts"), active.mounted("auth")
         except errors.DRError:
@@ -362,12 +362,8 @@ class VaultBootstrap(step.Step):
 
     def run(self, ctx: step.StepContext) -> None:
         api = cluster_of(ctx)
-        settings = _config(ctx)
-        pods_wanted = ctx.wait_until(
-            lambda: ((a := vault_addresses(ctx, api)) and all(_answers(x) for x in a) and a) or None,
-            what="the Vault pods to answer",
-        )
-        addresses: list[str] = list(pods_wanted)
+        settings = config_of(ctx)
+        addresses = await_vault_pods(ctx, api)
         ctx.set_output("addresses", addresses)
         first = vault.VaultNode(addresses[0])
         sink = key_sink(ctx)
@@ -404,11 +400,20 @@ class VaultBootstrap(step.Step):
         ctx.check_stop()
         cluster.await_healthy(timeout=ctx.remaining())
         spec = vaultconfig.load(_repo(ctx) / settings.platform.vault_config)
-        changed = vaultconfig.apply(cluster.active(), spec, _kubernetes_auth(ctx, api))
+        changed = vaultconfig.apply(cluster.active(), spec, kubernetes_auth(ctx, api))
         ctx.log.info("vault_configured", changed=changed)
 
 
-def _answers(address: str) -> bool:
+def await_vault_pods(ctx: step.StepContext, api: kube.Kube) -> list[str]:
+    """The Vault pods' addresses, once every one of them answers (sealed or not)."""
+    found: list[str] = ctx.wait_until(
+        lambda: ((a := vault_addresses(ctx, api)) and all(answers(x) for x in a) and a) or None,
+        what="the Vault pods to answer",
+    )
+    return found
+
+
+def answers(address: str) -> bool:
     try:
         vault.VaultNode(address).health_code()
         return True

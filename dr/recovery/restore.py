@@ -21,7 +21,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from dr import config as config_mod
 from dr import errors, secret
 from dr.adapters import keys, vault
 from dr.engine import step
@@ -30,11 +29,6 @@ from dr.recovery import platform
 from dr.snapshots import service, verify
 
 RUNBOOK_RESTORE = "runbooks/raft-restore.md"
-
-
-def _config(ctx: step.StepContext) -> config_mod.Config:
-    assert isinstance(ctx.config, config_mod.Config)
-    return ctx.config
 
 
 def _throwaway(ctx: step.StepContext) -> keys.FileSink:
@@ -48,11 +42,11 @@ class Snapshot(step.Step):
     default_timeout = 3600.0
 
     def _entry(self, ctx: step.StepContext) -> Any:
-        cat = service.open_catalogue(_config(ctx), read_only=True)  # the store is never written during a run
+        cat = service.open_catalogue(platform.config_of(ctx), read_only=True)  # the store is never written during a run
         return cat, cat.get(str(ctx.params.get("snapshot") or "latest"))
 
     def _path(self, ctx: step.StepContext, snapshot_id: str) -> Path:
-        return _config(ctx).state_dir / "snapshots" / f"{snapshot_id}.snap"
+        return platform.config_of(ctx).state_dir / "snapshots" / f"{snapshot_id}.snap"
 
     def check(self, ctx: step.StepContext) -> bool:
         """Already downloaded (by this run or an earlier one) and still matching its manifest."""
@@ -112,11 +106,8 @@ class VaultUnseal(step.Step):
         return done
 
     def run(self, ctx: step.StepContext) -> None:
-        api, settings = platform.cluster_of(ctx), _config(ctx)
-        addresses: list[str] = ctx.wait_until(
-            lambda: ((a := platform.vault_addresses(ctx, api)) and all(platform._answers(x) for x in a) and a) or None,
-            what="the Vault pods to answer",
-        )
+        api, settings = platform.cluster_of(ctx), platform.config_of(ctx)
+        addresses = platform.await_vault_pods(ctx, api)
         ctx.set_output("addresses", addresses)
         sink = _throwaway(ctx)
         first = vault.VaultNode(addresses[0])
@@ -143,12 +134,12 @@ class RaftRestore(step.Step):
     default_timeout = 900.0
 
     def _original(self, ctx: step.StepContext) -> keys.KeySource:
-        return ops_vault.key_source(_config(ctx))
+        return ops_vault.key_source(platform.config_of(ctx))
 
     def check(self, ctx: step.StepContext) -> bool:
         if _throwaway(ctx).source() is not None:
             return False  # the throwaway init is deleted only once the restore verified
-        token = self._original(ctx).token() if _config(ctx).keys.source else None
+        token = self._original(ctx).token() if platform.config_of(ctx).keys.source else None
         if token is None:
             return bool(ctx.outputs_of(self.name).get("verified"))
         try:
@@ -162,15 +153,15 @@ class RaftRestore(step.Step):
         if not all(s.seal is not None and not s.seal.sealed for s in cluster.states()):
             return False
         node = cluster.active()
-        canary = _config(ctx).snapshots.canary_path
+        canary = platform.config_of(ctx).snapshots.canary_path
         if canary and node.read(canary) is None:
             return False
         auth = node.read_kubernetes_auth()
-        wanted = str(platform._kubernetes_auth(ctx, api)["kubernetes_host"])
+        wanted = str(platform.kubernetes_auth(ctx, api)["kubernetes_host"])
         return str(auth.get("kubernetes_host")) == wanted
 
     def run(self, ctx: step.StepContext) -> None:
-        api, settings = platform.cluster_of(ctx), _config(ctx)
+        api, settings = platform.cluster_of(ctx), platform.config_of(ctx)
         addresses = list(ctx.output("vault-unseal", "addresses"))
         throwaway = _throwaway(ctx).source()
         original = self._original(ctx)
@@ -207,7 +198,7 @@ class RaftRestore(step.Step):
         """The restored config, re-pointed at this cluster (a write replaces the whole config)."""
         current = node.read_kubernetes_auth()
         kept = {k: v for k, v in current.items() if k in ("issuer", "disable_iss_validation", "pem_keys")}
-        return {**kept, **platform._kubernetes_auth(ctx, api)}
+        return {**kept, **platform.kubernetes_auth(ctx, api)}
 
     def _unseal(
         self, ctx: step.StepContext, api: Any, cluster: vault.VaultCluster, shares: list[secret.Secret]
@@ -234,7 +225,7 @@ class RaftRestore(step.Step):
 
     def _restart_pod(self, ctx: step.StepContext, api: Any, address: str) -> None:
         """Delete the pod behind `address`; its StatefulSet makes it again, on the same data, with a fresh process."""
-        port = _config(ctx).platform.vault_port
+        port = platform.config_of(ctx).platform.vault_port
         pods = {f"{(p.get('status') or {}).get('podIP')}:{port}": p for p in platform.vault_pods(ctx, api)}
         pod = next((p for key, p in pods.items() if address.endswith(key)), None)
         if pod is None:
@@ -245,6 +236,6 @@ class RaftRestore(step.Step):
 
         def back() -> bool | None:
             again = next((p for p in platform.vault_pods(ctx, api) if p["metadata"]["name"] == name), None)
-            return bool(again and again["metadata"]["uid"] != uid and platform._answers(address)) or None
+            return bool(again and again["metadata"]["uid"] != uid and platform.answers(address)) or None
 
         ctx.wait_until(back, what=f"pod {name} to be back", interval=0.5)
