@@ -158,6 +158,11 @@ def plan_cmd(app: App, output: str) -> None:
 @click.option(
     "--snapshot", "snapshot", metavar="ID", default=None, help="Restore this snapshot [default: the latest good one]."
 )
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Restore even over a Vault the target already has initialised (its data is replaced by the snapshot).",
+)
 @click.option("--dry-run", is_flag=True, help="Print what would run; change nothing.")
 @state_dir_option
 @output_option
@@ -168,6 +173,7 @@ def recover_cmd(
     provider: str | None,
     resume: str | None,
     snapshot: str | None,
+    force: bool,
     dry_run: bool,
     state_dir: str | None,
     output: str,
@@ -191,9 +197,11 @@ def recover_cmd(
         _emit({"dry_run": True, "run_id": resume, "params": params, "steps": [asdict(r) for r in rows]}, text, output)
         return
     store = checkpoints.CheckpointStore(config.state_dir)
-    outcome = recover_mod.recover(config, store, cluster=mode, provider=provider, resume=resume, snapshot=snapshot)
+    outcome = recover_mod.recover(
+        config, store, cluster=mode, provider=provider, resume=resume, snapshot=snapshot, force=force or None
+    )
     run = store.load(outcome.run_id)
-    _emit(run.to_json(), views.run_status(run, None, advice=False), output)
+    _emit(views.run_json(run), views.run_status(run, None, advice=False), output)
     if outcome.error is not None and outcome.status != "succeeded":
         _show_error(outcome.error, as_json=app.json_errors, resume=f"dr recover --resume {outcome.run_id}")
     ctx.exit(outcome.exit_code)
@@ -217,7 +225,7 @@ def bootstrap_cmd(
     store = checkpoints.CheckpointStore(config.state_dir)
     outcome = bootstrap_mod.bootstrap(config, store, provider=provider, resume=resume)
     run = store.load(outcome.run_id)
-    _emit(run.to_json(), views.run_status(run, None, advice=False), output)
+    _emit(views.run_json(run), views.run_status(run, None, advice=False), output)
     if outcome.error is not None and outcome.status != "succeeded":
         _show_error(outcome.error, as_json=app.json_errors, resume=f"dr bootstrap --resume {outcome.run_id}")
     ctx.exit(outcome.exit_code)
@@ -239,7 +247,7 @@ def status_cmd(app: App, run_id: str | None, state_dir: str | None, output: str)
             hint="start one with `dr recover`, or pass the state dir of an earlier run with --state-dir",
         )
     holder = locks.StateLock(store.state_dir).holder()
-    data = {**run.to_json(), "live": bool(holder and holder.get("run_id") == run.run_id)}
+    data = {**views.run_json(run), "live": bool(holder and holder.get("run_id") == run.run_id)}
     _emit(data, views.run_status(run, holder), output)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from dr import errors, secret
 from dr.adapters import vault
 from dr.engine import checkpoints
+from dr.recovery import summary
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
@@ -94,7 +95,7 @@ def run_status(run: checkpoints.RunRecord, holder: dict[str, Any] | None, *, adv
             )
         )
     body = table(("STEP", "STATE", "ATTEMPTS", "STARTED", "DURATION", "WAITED", "NOTE"), rows)
-    tail = ""
+    tail = "\n" + _times(run.plan, summary.of(run))
     failed = [r for r in run.steps.values() if r.state == "failed" and r.error and advice]
     for rec in failed:
         assert rec.error is not None
@@ -102,6 +103,25 @@ def run_status(run: checkpoints.RunRecord, holder: dict[str, Any] | None, *, adv
     if advice and run.status in ("failed", "stopped"):
         tail += f"\nresume with: dr {run.plan} --resume {run.run_id}"
     return f"{head}\n\n{body}{tail}"
+
+
+def run_json(run: checkpoints.RunRecord) -> dict[str, Any]:
+    """The run record, with its recovery times (`summary`) worked out."""
+    return {**run.to_json(), "summary": summary.of(run).to_json()}
+
+
+def _times(plan: str, times: summary.Summary) -> str:
+    text = (
+        f"\nsteps {seconds(times.steps_s)} on the critical path: {seconds(times.waited_s)} waiting on the platform,"
+        f" {seconds(times.orchestration_s)} dr's own work"
+    )
+    if times.rto_s is not None:
+        label = "RTO" if plan == "recover" else "took"
+        text = f"\n{label} {seconds(times.rto_s)} (wall time from the run's start to its end, resumes included)" + text
+    if times.snapshot_id:
+        rpo = f"; RPO {seconds(times.rpo_s)} (its age when restored)" if times.rpo_s is not None else ""
+        text += f"\nsnapshot {times.snapshot_id} taken {clock(times.snapshot_created_at)}{rpo}"
+    return text
 
 
 def runs(records: Iterable[checkpoints.RunRecord | errors.CheckpointError]) -> str:

@@ -44,6 +44,10 @@ log = logs.get("dr.kube")
 Obj = dict[str, Any]
 
 
+class Conflict(errors.PermanentError):
+    """409: the object exists already, or changed since it was read (optimistic concurrency lost)."""
+
+
 @contextlib.contextmanager
 def mapped(what: str, *, runbook: str = RUNBOOK) -> Iterator[None]:
     """Translate the kubernetes client's exceptions raised while doing `what`."""
@@ -56,6 +60,8 @@ def mapped(what: str, *, runbook: str = RUNBOOK) -> Iterator[None]:
             raise errors.TransientError(
                 f"{what}: {exc.status} {message}", retry_after=retry_after, runbook=runbook
             ) from exc
+        if exc.status == 409:
+            raise Conflict(f"{what}: {exc.status} {message}", runbook=runbook) from exc
         raise errors.PermanentError(f"{what}: {exc.status} {message}", runbook=runbook) from exc
     except kubernetes.dynamic.exceptions.ResourceNotFoundError as exc:
         raise errors.PermanentError(f"{what}: {exc}", hint="is the CRD installed?", runbook=runbook) from exc
@@ -221,7 +227,16 @@ class Kube:
             )
         return result.to_dict()  # type: ignore[no-any-return]
 
+    def create(self, doc: Obj) -> Obj:
+        """Create one object; `Conflict` if it exists (what a lock needs: exactly one creator wins)."""
+        meta = doc["metadata"]
+        with mapped(f"creating {doc['kind']} {meta['name']}"):
+            resource = self._resource(doc["apiVersion"], doc["kind"])
+            result = resource.create(body=doc, namespace=meta.get("namespace") if resource.namespaced else None)
+        return result.to_dict()  # type: ignore[no-any-return]
+
     def patch(self, api_version: str, kind: str, name: str, patch: Obj, namespace: str | None = None) -> Obj:
+        """A JSON merge patch; with `metadata.resourceVersion` in it, `Conflict` if the object changed since."""
         with mapped(f"patching {kind} {name}"):
             resource = self._resource(api_version, kind)
             result = resource.patch(

@@ -65,9 +65,10 @@ def _run(argv: list[str], *, what: str, stdin: str | None = None, timeout: float
     return done.stdout
 
 
-def sandbox(state_dir: Path) -> Cluster:
+def sandbox(state_dir: Path, repos: dict[str, str] | None = None) -> Cluster:
+    """The sandbox in `state_dir/sandbox`; `repos` maps Git URLs to the local checkouts its Argo CD reads."""
     directory = state_dir / "sandbox"
-    info = sandbox_process.up(directory)
+    info = sandbox_process.up(directory, repos=repos)
     assert info.kubeconfig is not None
     return Cluster("sandbox", info.kubeconfig, None, "sandbox")
 

@@ -95,6 +95,8 @@ class Runner:
         self._stop = threading.Event()
         self._mutex = threading.RLock()
         self._errors: dict[str, errors.DRError] = {}
+        self._held: dict[str, Any] = {}
+        self._resources = contextlib.ExitStack()
 
     # -- public surface -------------------------------------------------------------
 
@@ -115,8 +117,14 @@ class Runner:
             self._save(run)
             return self._execute(run)
 
-    def resume(self, run_id: str, params: Mapping[str, Any] | None = None) -> Outcome:
-        """Continue a run from its checkpoint; `params` given must match the recorded ones."""
+    def resume(
+        self, run_id: str, params: Mapping[str, Any] | None = None, *, amend: Mapping[str, Any] | None = None
+    ) -> Outcome:
+        """Continue a run from its checkpoint; `params` given must match the recorded ones.
+
+        `amend` are parameters a resume may change (an operator's answer to a refusal, like --force);
+        they are recorded in the run.
+        """
         run = self.store.load(run_id)
         if run.plan != self.plan.name:
             raise errors.ConfigError(
@@ -131,6 +139,11 @@ class Runner:
                 )
         with self._locked(run):
             run = self.store.load(run_id)  # re-read under the lock: the last holder may have written
+            for key, value in (amend or {}).items():
+                if run.params.get(key) != value:
+                    was = run.params.get(key)
+                    log.warning("run_parameter_changed", run_id=run_id, parameter=key, was=was, now=value)
+                    run.params[key] = value
             for s in self.plan:
                 run.steps.setdefault(s.name, checkpoints.StepRecord(name=s.name))
             if run.status == "succeeded":
@@ -184,7 +197,8 @@ class Runner:
         log.info("run_started", run_id=run.run_id, plan=run.plan, steps=list(self.plan.order))
         launched: set[str] = set()
         failed = False
-        with futures.ThreadPoolExecutor(self.max_parallel, thread_name_prefix="dr-step") as pool:
+        # Run resources are left after the last step, before the record says how the run ended.
+        with self._resources, futures.ThreadPoolExecutor(self.max_parallel, thread_name_prefix="dr-step") as pool:
             running: dict[futures.Future[None], str] = {}
             while True:
                 if not failed and not self._stop.is_set():
@@ -207,8 +221,15 @@ class Runner:
                         failed = True
         return self._finish(run, self._mono() - started)
 
+    def _hold(self, key: str, enter: Callable[[], contextlib.AbstractContextManager[Any]]) -> Any:
+        with self._mutex:
+            if key not in self._held:
+                self._held[key] = self._resources.enter_context(enter())
+            return self._held[key]
+
     def _finish(self, run: checkpoints.RunRecord, elapsed: float) -> Outcome:
         with self._mutex:
+            self._held.clear()  # left with the `with` in _execute
             blocked_by = [n for n in self.plan.order if run.steps[n].state in ("failed", "interrupted")]
             for name in self.plan.order:
                 rec = run.steps[name]
@@ -326,6 +347,8 @@ class Runner:
             on_output=on_output,
             on_wait=on_wait,
             clock=self._mono,
+            hold=self._hold,
+            plan=run.plan,
         )
 
     def _attempts(

@@ -10,10 +10,11 @@ platform takes; configuration may override both.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -57,8 +58,11 @@ class StepContext:
         on_output: Callable[[str, Any], None],
         on_wait: Callable[[float], None],
         clock: Callable[[], float] = time.monotonic,
+        hold: Callable[[str, Callable[[], contextlib.AbstractContextManager[Any]]], Any] | None = None,
+        plan: str = "",
     ) -> None:
         self.run_id = run_id
+        self.plan = plan
         self.step = step
         self.run_dir = run_dir
         self.params = params
@@ -70,6 +74,7 @@ class StepContext:
         self._on_output = on_output
         self._on_wait = on_wait
         self._clock = clock
+        self._hold = hold
 
     def output(self, step: str, key: str) -> Any:
         """A value an earlier step recorded (kept in the checkpoint, so it survives a resume)."""
@@ -96,6 +101,15 @@ class StepContext:
             raise ValueError(f"output {key!r} contains a registered secret value")
         self._on_output(key, value)
 
+    def hold(self, key: str, enter: Callable[[], contextlib.AbstractContextManager[T]]) -> T:
+        """A resource held for the rest of the run (a lease, a tunnel): entered once, left when the run ends.
+
+        The first step to ask enters `enter()`; later asks, from any step, get the same value.
+        """
+        if self._hold is None:
+            raise errors.PermanentError(f"step {self.step}: this context cannot hold run resources")
+        return self._hold(key, enter)  # type: ignore[no-any-return]
+
     def remaining(self) -> float:
         return max(0.0, self.deadline - self._clock())
 
@@ -103,6 +117,15 @@ class StepContext:
         """Raise `Interrupted` if a stop was asked: call between long non-waiting actions."""
         if self.stop.is_set():
             raise errors.Interrupted(f"stopped during step {self.step}")
+
+    @contextlib.contextmanager
+    def platform_wait(self) -> Iterator[None]:
+        """Count the block as time spent waiting on the platform: an adapter's own wait (Vault settling)."""
+        started = self._clock()
+        try:
+            yield
+        finally:
+            self._on_wait(self._clock() - started)
 
     def wait_until(
         self,

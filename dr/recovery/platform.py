@@ -23,7 +23,8 @@ import click
 from dr import config as config_mod
 from dr import errors, secret, waiting
 from dr.adapters import keys, kube, providers, sandbox_process, vault
-from dr.engine import step
+from dr.engine import runner, step
+from dr.ops import lease
 from dr.ops import vault as ops_vault
 from dr.recovery import vaultconfig
 
@@ -54,7 +55,11 @@ def cluster_of(ctx: step.StepContext) -> kube.Kube:
     key = (str(out["kubeconfig"]), out.get("context"))
     if key not in _clients:
         _clients[key] = kube.Kube(Path(key[0]), key[1])
-    return _clients[key]
+    api = _clients[key]
+    # Whatever step first reaches the cluster takes the run's Lease there, held until the run ends.
+    holder = lease.Holder(ctx.run_id, runner.operator_identity(), ctx.plan or "recover")
+    ctx.hold("lease", lambda: lease.held(lease.Lease(api, holder)))
+    return api
 
 
 def state_dir(ctx: step.StepContext) -> Path:
@@ -142,6 +147,7 @@ class Cluster(step.Step):
             return False
         if ready:
             self._record(ctx, providers.Cluster(known[2], known[0], known[1]))
+            cluster_of(ctx)  # the run's Lease, from the moment the cluster answers
         return ready
 
     @staticmethod
@@ -160,7 +166,9 @@ class Cluster(step.Step):
         provider = str(ctx.params.get("provider") or settings.provider)
         work = state_dir(ctx) / "clusters"
         if provider == "sandbox":
-            made = providers.sandbox(state_dir(ctx))
+            # The sandbox's Argo CD reads the configured platform repo for the root app's repoURL.
+            url = RootApp.root(ctx)["spec"]["source"]["repoURL"]
+            made = providers.sandbox(state_dir(ctx), repos={url: str(_repo(ctx))})
         elif provider == "kind":
             made = providers.kind(settings.name, work, node_image=settings.kind_node_image, run_id=ctx.run_id)
         elif provider == "k3s":
@@ -173,6 +181,7 @@ class Cluster(step.Step):
         self._record(ctx, made)
         api = kube.Kube(made.kubeconfig, made.context)
         ctx.wait_until(lambda: self._nodes_ready(api) or None, what="every node to be Ready", interval=1.0)
+        cluster_of(ctx)
 
 
 # -- root app ------------------------------------------------------------------------------------
@@ -185,14 +194,16 @@ class RootApp(step.Step):
     end_state = "Argo CD CRDs Established, its controller ready, the root Application exists"
     default_timeout = 600.0
 
-    def _root(self, ctx: step.StepContext) -> dict[str, Any]:
+    @staticmethod
+    def root(ctx: step.StepContext) -> dict[str, Any]:
+        """The root Application, from `platform.root_app` in the platform repo."""
         platform = config_of(ctx).platform
         (root,) = [d for d in kube.load_manifests(platform.root_app, base=platform.repo) if d["kind"] == "Application"]
         return root
 
     def check(self, ctx: step.StepContext) -> bool:
         api = cluster_of(ctx)
-        root = self._root(ctx)
+        root = self.root(ctx)
         return _argo_ready(api) and api.get(*APP, root["metadata"]["name"], ARGO_NS) is not None
 
     def run(self, ctx: step.StepContext) -> None:
@@ -202,7 +213,7 @@ class RootApp(step.Step):
         applied = api.apply(docs, deadline=ctx.deadline)
         ctx.log.info("argocd_applied", objects=len(applied))
         ctx.wait_until(lambda: _argo_ready(api) or None, what="Argo CD's controller and server to be ready")
-        root = self._root(ctx)
+        root = self.root(ctx)
         api.apply_one(root)
         api.patch(
             *APP,
@@ -286,7 +297,7 @@ class ArgoSync(step.Step):
         return set() if self.strict else set(config_of(ctx).platform.waits_for_vault)
 
     def _root_name(self, ctx: step.StepContext) -> str:
-        return str(RootApp()._root(ctx)["metadata"]["name"])
+        return str(RootApp.root(ctx)["metadata"]["name"])
 
     def check(self, ctx: step.StepContext) -> bool:
         return not _tree_pending(cluster_of(ctx), self._root_name(ctx), self._may_wait(ctx))
@@ -390,7 +401,8 @@ class VaultBootstrap(step.Step):
         shares = source.shares() if source is not None else []
         cluster = vault.VaultCluster(addresses, token=token)
         if shares:
-            cluster.unseal_all(shares[: settings.vault.threshold])
+            with ctx.platform_wait():
+                cluster.unseal_all(shares[: settings.vault.threshold])
         elif any(state.role == "sealed" for state in cluster.states()):
             raise errors.PermanentError(
                 f"Vault is sealed and the key sink ({sink.description}) gives this run no shares it can use",
@@ -398,7 +410,8 @@ class VaultBootstrap(step.Step):
                 runbook=self.runbook,
             )
         ctx.check_stop()
-        cluster.await_healthy(timeout=ctx.remaining())
+        with ctx.platform_wait():
+            cluster.await_healthy(timeout=ctx.remaining())
         spec = vaultconfig.load(_repo(ctx) / settings.platform.vault_config)
         changed = vaultconfig.apply(cluster.active(), spec, kubernetes_auth(ctx, api))
         ctx.log.info("vault_configured", changed=changed)

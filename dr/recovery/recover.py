@@ -11,6 +11,7 @@ from dr.engine import checkpoints, runner
 from dr.engine import plan as plan_mod
 from dr.engine import step as step_mod
 from dr.recovery import steps
+from dr.snapshots import service
 
 PLAN_NAME = "recover"
 ClusterMode = Literal["new", "existing"]
@@ -96,12 +97,19 @@ def recover(
     provider: str | None,
     resume: str | None = None,
     snapshot: str | None = None,
+    force: bool | None = None,
 ) -> runner.Outcome:
-    """Start or resume a recovery run; returns how it ended."""
+    """Start or resume a recovery run; returns how it ended.
+
+    `force` (None: not given) lets `vault-unseal` take a target whose Vault is already initialised.
+    """
     plan = build_plan(config)
     run = runner.Runner(plan, store, config=config)
     if resume:
-        return run.resume(resume, {"cluster": cluster, "provider": provider, "snapshot": snapshot})
+        amend = {"force": True} if force else None  # answering the interlock's refusal on resume
+        return run.resume(resume, {"cluster": cluster, "provider": provider, "snapshot": snapshot}, amend=amend)
     if cluster is None:
         raise errors.ConfigError("a new recovery needs --cluster new or --cluster existing")
-    return run.start({**run_params(config, cluster, provider), "snapshot": snapshot or "latest"})
+    if snapshot:  # a mistyped id is refused before a cluster is built for it
+        service.open_catalogue(config, read_only=True).get(snapshot)
+    return run.start({**run_params(config, cluster, provider), "snapshot": snapshot or "latest", "force": bool(force)})

@@ -19,20 +19,60 @@ import hashlib
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from dr import errors, secret
 from dr.adapters import keys, vault
 from dr.engine import step
 from dr.ops import vault as ops_vault
 from dr.recovery import platform
-from dr.snapshots import service, verify
+from dr.snapshots import schedule, service, verify
 
 RUNBOOK_RESTORE = "runbooks/raft-restore.md"
 
 
+SUSPENDED_BY: Final = "dr.dev/suspended-by-run"
+CRONJOB: Final = ("batch/v1", "CronJob")
+
+
 def _throwaway(ctx: step.StepContext) -> keys.FileSink:
     return keys.FileSink(ctx.run_dir / "throwaway-init")
+
+
+def _snapshot_cronjobs(api: Any) -> list[dict[str, Any]]:
+    return list(api.objects(*CRONJOB, labels=f"app.kubernetes.io/name={schedule.NAME}"))
+
+
+def suspend_snapshots(ctx: step.StepContext, api: Any) -> None:
+    """Suspend the new cluster's snapshot CronJob until the restore is verified.
+
+    A nightly run against the empty or half-restored Vault would store a snapshot of nothing as the
+    newest good one, and its retention could prune the real ones. A CronJob its owners suspended
+    (no annotation) is left alone; one an earlier, crashed run suspended is adopted, to be resumed.
+    """
+    for job in _snapshot_cronjobs(api):
+        meta = job["metadata"]
+        by = (meta.get("annotations") or {}).get(SUSPENDED_BY)
+        if (job.get("spec") or {}).get("suspend") and by in (None, ctx.run_id):
+            continue
+        patch = {"metadata": {"annotations": {SUSPENDED_BY: ctx.run_id}}, "spec": {"suspend": True}}
+        api.patch(*CRONJOB, meta["name"], patch, meta["namespace"])
+        ctx.log.info("snapshot_cronjob_suspended", cronjob=f"{meta['namespace']}/{meta['name']}")
+
+
+def _suspended_by_us(ctx: step.StepContext, api: Any) -> list[dict[str, Any]]:
+    return [
+        j for j in _snapshot_cronjobs(api) if (j["metadata"].get("annotations") or {}).get(SUSPENDED_BY) == ctx.run_id
+    ]
+
+
+def resume_snapshots(ctx: step.StepContext, api: Any) -> None:
+    """Give the CronJob back to Git: `suspend` and the annotation removed, so the live object matches the repo."""
+    for job in _suspended_by_us(ctx, api):
+        meta = job["metadata"]
+        patch = {"metadata": {"annotations": {SUSPENDED_BY: None}}, "spec": {"suspend": None}}
+        api.patch(*CRONJOB, meta["name"], patch, meta["namespace"])
+        ctx.log.info("snapshot_cronjob_resumed", cronjob=f"{meta['namespace']}/{meta['name']}")
 
 
 class Snapshot(step.Step):
@@ -94,6 +134,11 @@ class VaultUnseal(step.Step):
     default_timeout = 600.0
 
     def check(self, ctx: step.StepContext) -> bool:
+        # Only a Vault this run initialised (or was told to take with --force) counts as done: an
+        # unsealed Vault found on the target is someone's data until the interlock in run() says otherwise.
+        ours = _throwaway(ctx).source() is not None or ctx.outputs_of(self.name).get("forced")
+        if not ours and not ctx.outputs_of("raft-restore").get("restored") and not restored_here(ctx):
+            return False  # a Vault this run did not make, and not (yet) what a recovery makes
         api = platform.cluster_of(ctx)
         try:
             addresses = platform.vault_addresses(ctx, api)
@@ -107,6 +152,7 @@ class VaultUnseal(step.Step):
 
     def run(self, ctx: step.StepContext) -> None:
         api, settings = platform.cluster_of(ctx), platform.config_of(ctx)
+        suspend_snapshots(ctx, api)  # before this Vault exists as far as anything in the cluster can tell
         addresses = platform.await_vault_pods(ctx, api)
         ctx.set_output("addresses", addresses)
         sink = _throwaway(ctx)
@@ -115,15 +161,59 @@ class VaultUnseal(step.Step):
             result = first.init(settings.vault.shares, settings.vault.threshold)
             sink.save(result.shares, result.root_token, encrypted=False)
         source = sink.source()
-        if source is None:
-            raise errors.PermanentError(
-                "the new cluster's Vault is already initialised, and not by this run: it may hold data",
-                hint="recover into a cluster whose Vault is empty (delete the Vault PVCs if its data is expendable)",
-                runbook=self.runbook,
-            )
         cluster = vault.VaultCluster(addresses)
-        cluster.unseal_all(source.shares()[: settings.vault.threshold])
-        cluster.await_healthy(timeout=ctx.remaining())
+        if source is None:
+            found = _found(cluster)
+            if not ctx.params.get("force"):
+                raise errors.PermanentError(
+                    f"the target's Vault is already initialised, and not by this run, so it may hold data: {found}",
+                    hint=f"to restore the snapshot over it, resume with `dr recover --resume {ctx.run_id} --force` "
+                    "(dr unseals it with the original's shares from the key source, then restores); "
+                    "or recover into a cluster whose Vault is empty",
+                    runbook=self.runbook,
+                )
+            # --force: the Vault on the target is taken to be the original's (a damaged cluster recovered in
+            # place); its own shares are the original's, so the key source unseals it, or nothing does.
+            ctx.log.warning("vault_already_initialised_forced", found=found)
+            ctx.set_output("forced", True)
+            source = ops_vault.key_source(settings)
+        with ctx.platform_wait():
+            cluster.unseal_all(source.shares()[: settings.vault.threshold])
+            cluster.await_healthy(timeout=ctx.remaining())
+
+
+def _found(cluster: vault.VaultCluster) -> str:
+    """What is on the target, pod by pod, for the interlock's message (no secret in seal status)."""
+    parts = []
+    for state in cluster.states():
+        if state.seal is None:
+            parts.append(f"{state.address} unreachable ({state.error})")
+        else:
+            seal = "sealed" if state.seal.sealed else f"unsealed, cluster {state.seal.cluster_id}"
+            parts.append(f"{state.address} initialised ({state.seal.threshold} of {state.seal.shares} shares), {seal}")
+    return "; ".join(parts)
+
+
+def restored_here(ctx: step.StepContext) -> bool:
+    """The recovery's end state for Vault: every pod unsealed, the original's token and canary work, and
+    Kubernetes auth points at this cluster. False when it cannot be told (no DR token in the key source)."""
+    settings = platform.config_of(ctx)
+    try:
+        token = ops_vault.key_source(settings).token() if settings.keys.source else None
+        if token is None:
+            return False
+        api = platform.cluster_of(ctx)
+        cluster = vault.VaultCluster(platform.vault_addresses(ctx, api), token=token)
+        states = cluster.states()
+        if not states or not all(s.seal is not None and not s.seal.sealed for s in states):
+            return False
+        node = cluster.active()
+        if settings.snapshots.canary_path and node.read(settings.snapshots.canary_path) is None:
+            return False
+        wanted = str(platform.kubernetes_auth(ctx, api)["kubernetes_host"])
+        return str(node.read_kubernetes_auth().get("kubernetes_host")) == wanted
+    except errors.DRError:
+        return False
 
 
 class RaftRestore(step.Step):
@@ -139,26 +229,13 @@ class RaftRestore(step.Step):
     def check(self, ctx: step.StepContext) -> bool:
         if _throwaway(ctx).source() is not None:
             return False  # the throwaway init is deleted only once the restore verified
-        token = self._original(ctx).token() if platform.config_of(ctx).keys.source else None
-        if token is None:
+        if ctx.outputs_of("vault-unseal").get("forced") and not ctx.outputs_of(self.name).get("restored"):
+            return False  # --force: the target's own data is there until the snapshot replaces it
+        if _suspended_by_us(ctx, platform.cluster_of(ctx)):
+            return False  # verified, perhaps, but the snapshot CronJob is still suspended: run() gives it back
+        if not platform.config_of(ctx).keys.source or self._original(ctx).token() is None:
             return bool(ctx.outputs_of(self.name).get("verified"))
-        try:
-            return self._verified(ctx, token)
-        except errors.DRError:
-            return False
-
-    def _verified(self, ctx: step.StepContext, token: secret.Secret) -> bool:
-        api = platform.cluster_of(ctx)
-        cluster = vault.VaultCluster(platform.vault_addresses(ctx, api), token=token)
-        if not all(s.seal is not None and not s.seal.sealed for s in cluster.states()):
-            return False
-        node = cluster.active()
-        canary = platform.config_of(ctx).snapshots.canary_path
-        if canary and node.read(canary) is None:
-            return False
-        auth = node.read_kubernetes_auth()
-        wanted = str(platform.kubernetes_auth(ctx, api)["kubernetes_host"])
-        return str(auth.get("kubernetes_host")) == wanted
+        return restored_here(ctx)
 
     def run(self, ctx: step.StepContext) -> None:
         api, settings = platform.cluster_of(ctx), platform.config_of(ctx)
@@ -166,12 +243,19 @@ class RaftRestore(step.Step):
         throwaway = _throwaway(ctx).source()
         original = self._original(ctx)
         shares = original.shares()
-        if throwaway is not None and not ctx.outputs_of(self.name).get("restored"):
-            token = throwaway.token()
+        suspend_snapshots(ctx, api)  # again: the CronJob may have come after vault-unseal, or been healed by Argo
+        forced = bool(ctx.outputs_of("vault-unseal").get("forced"))
+        if (throwaway is not None or forced) and not ctx.outputs_of(self.name).get("restored"):
+            if throwaway is not None:
+                token = throwaway.token()
+            else:  # --force: the target is unsealed with the original's shares, so its tokens are the original's
+                first = vault.VaultCluster(addresses)
+                token = original.token() or first.active().generate_root(shares[: settings.vault.threshold])
             cluster = vault.VaultCluster(addresses, token=token)
             with Path(ctx.output("snapshot", "path")).open("rb") as source:
                 try:
-                    cluster.restore(source, timeout=60)
+                    with ctx.platform_wait():
+                        cluster.restore(source, timeout=60)
                 except errors.DeadlineExceeded as exc:
                     # A standby may neither seal nor take the restored data (OPENBAO-FACTS: never assume);
                     # `_unseal` restarts whatever still serves the old cluster.
@@ -180,7 +264,8 @@ class RaftRestore(step.Step):
             ctx.log.info("vault_restored", snapshot=ctx.output("snapshot", "id"))
         cluster = vault.VaultCluster(addresses)
         self._unseal(ctx, api, cluster, shares[: settings.vault.threshold])
-        cluster.await_active(timeout=ctx.remaining())
+        with ctx.platform_wait():
+            cluster.await_active(timeout=ctx.remaining())
         token, generated = original.token(), False
         if token is None:
             token, generated = cluster.active().generate_root(shares[: settings.vault.threshold]), True
@@ -193,6 +278,7 @@ class RaftRestore(step.Step):
             node.revoke_self()
         shutil.rmtree(ctx.run_dir / "throwaway-init", ignore_errors=True)
         ctx.set_output("verified", True)
+        resume_snapshots(ctx, api)
 
     def _auth(self, ctx: step.StepContext, api: Any, node: vault.VaultNode) -> dict[str, Any]:
         """The restored config, re-pointed at this cluster (a write replaces the whole config)."""
@@ -217,10 +303,12 @@ class RaftRestore(step.Step):
                 status = node.seal_status()
             if status.sealed:
                 try:
-                    status = node.unseal(shares)
+                    with ctx.platform_wait():
+                        status = node.unseal(shares)
                 except errors.SealConfigStale:
                     self._restart_pod(ctx, api, node.address)
-                    status = node.unseal(shares)
+                    with ctx.platform_wait():
+                        status = node.unseal(shares)
             restored = restored or status.cluster_id
 
     def _restart_pod(self, ctx: step.StepContext, api: Any, address: str) -> None:

@@ -152,8 +152,8 @@ def render(config: config_mod.Config, cron: str) -> dict[str, str]:
             "startingDeadlineSeconds": 3600,
             "successfulJobsHistoryLimit": 3,
             "failedJobsHistoryLimit": 5,
-            # During a recovery `dr recover` suspends this until the restore is verified.
-            "suspend": False,
+            # No `suspend` here: `dr recover` suspends the CronJob until the restore is verified, and a
+            # `suspend: false` in Git would be drift that Argo CD's selfHeal reverts mid-recovery.
             "jobTemplate": {
                 "metadata": {"labels": _labels()},
                 "spec": {

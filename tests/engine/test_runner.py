@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -294,3 +295,30 @@ def test_unknown_run_id_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(errors.ConfigError, match="no run '20990101T000000Z-abcdef'") as info:
         r.resume("20990101T000000Z-abcdef")
     assert (2, True) == (info.value.exit_code, "dr runs" in info.value.hint)
+
+
+def test_a_held_resource_is_entered_once_and_left_when_the_run_ends(tmp_path: Path) -> None:
+    """Two steps asking for the same run resource share one; it is left after the last step, even on failure."""
+    events: list[str] = []
+
+    @contextlib.contextmanager
+    def resource() -> Iterator[str]:
+        events.append("enter")
+        yield "lease"
+        events.append("exit")
+
+    seen: list[str] = []
+
+    def use(ctx: step.StepContext) -> None:
+        seen.append(ctx.hold("lease", resource))
+
+    def fail(ctx: step.StepContext) -> None:
+        use(ctx)
+        assert events == ["enter"], "left before the run ended"
+        raise errors.PermanentError("boom")
+
+    run, _ = make(tmp_path, FnStep("a", run=use), FnStep("b", "a", run=fail))
+    outcome = run.start()
+    assert outcome.status == "failed"
+    assert seen == ["lease", "lease"]
+    assert events == ["enter", "exit"]

@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,9 +24,9 @@ from click.testing import CliRunner, Result
 
 from dr import cli, secret
 from dr.adapters import kube, sandbox_process, vault
-from dr.engine import checkpoints
 from tests.harness_vault import remember
 from tests.polling import eventually
+from tests.recovery import killing
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS = ["cluster", "root-app", "argo-sync", "vault-unseal", "eso-sync", "app-health"]
@@ -178,39 +177,20 @@ def test_sigkill_inside_every_step_then_resume_reaches_the_same_end_without_redo
         argv = [sys.executable, "-m", "dr", "--config", str(config), "bootstrap", *args]
         return subprocess.Popen(argv, stdout=log, stderr=log, env=env, cwd=tmp_path)
 
-    def record() -> checkpoints.RunRecord | None:
-        store = checkpoints.CheckpointStore(state)
-        try:
-            return store.latest()
-        except Exception:
-            return None
-
     try:
         proc, run_id = start(), None
         for name in STEPS:
-            deadline = time.monotonic() + 180
-            while time.monotonic() < deadline:
-                run = record()
-                if run is not None and run.steps.get(name) and run.steps[name].state == "running":
-                    break
-                assert proc.poll() is None, f"the run ended before step {name} ran"
-                time.sleep(0.02)
-            else:
-                raise AssertionError(f"step {name} never ran")
+            run = killing.await_running(state, name, proc, timeout=180)
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=30)
             killed.append(name)
-            assert run is not None
             run_id = run.run_id
-            done_before = {s: len(r.attempts) for s, r in run.steps.items() if r.done}
+            done_before = killing.finished(run)
             proc = start("--resume", run_id)
             if name == STEPS[-1]:
                 assert 0 == proc.wait(timeout=300)
-            after = record()
-            assert after is not None
-            for step_name, attempts in done_before.items():  # a finished step is never redone
-                assert len(after.steps[step_name].attempts) == attempts, step_name
-        final = record()
+            killing.assert_not_redone(state, done_before)
+        final = killing.latest(state)
         assert final is not None
         assert "succeeded" == final.status
         assert STEPS == killed

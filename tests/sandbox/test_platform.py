@@ -36,6 +36,7 @@ APPS = {
     "security-app",
     "workloads-app",
     "vault",
+    "vault-snapshots",
     "external-secrets",
     "argo-cd",
     "kube-prometheus-stack",
@@ -206,7 +207,7 @@ def test_full_install_vault_gates_health_and_eso_delivers_the_secret(platform: P
     app's Secret carries the value written into OpenBao and its ExternalSecret is Ready."""
     apps = eventually(
         lambda: (a := platform.apps()) and set(a) == APPS and all(sync(x) == "Synced" for x in a.values()) and a,
-        "all nine Applications Synced",
+        "all ten Applications Synced",
         timeout=90,
     )
     assert "Progressing" == health(apps["vault"])

@@ -153,3 +153,15 @@ def test_bad_cron_is_exit_2(tmp_path: Path) -> None:
     assert 2 == result.exit_code
     assert "is not a five-field cron schedule" in result.output
     assert not (tmp_path / "x").exists()
+
+
+def test_the_example_platform_carries_the_schedule_as_rendered(tmp_path: Path) -> None:
+    """examples/platform's snapshot directory is `dr snapshot schedule` output for the default config, unedited."""
+    example = Path(__file__).parents[2] / "examples/platform/infrastructure/platform/vault/snapshots"
+    out = render(tmp_path, config="{}\n")
+    rendered = {p.name: p.read_text() for p in out.glob("*.yaml")}
+    assert rendered == {p.name: p.read_text() for p in example.glob("*.yaml")}, (
+        "re-render: dr snapshot schedule --cron '0 2 * * *' --output " + str(example)
+    )
+    cronjob = next(d for d in docs(out) if d["kind"] == "CronJob")
+    assert "suspend" not in cronjob["spec"], "a suspend: false in Git would undo dr's suspension through selfHeal"
