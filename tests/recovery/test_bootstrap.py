@@ -98,7 +98,7 @@ def test_bootstrap_builds_a_healthy_platform_with_keys_only_in_the_sink(built: B
     # ESO and the workloads may already be there by the time their check runs: then the step verifies and skips.
     assert {states["eso-sync"], states["app-health"]} <= {"succeeded", "skipped"}
     apps = built.apps()
-    assert 9 == len(apps)
+    assert 10 == len(apps)
     assert {"Healthy"} == {a["health"]["status"] for a in apps.values()}
     assert {"Synced"} == {a["sync"]["status"] for a in apps.values()}
     for address in built.vault_addresses():
