@@ -299,19 +299,19 @@ class RaftRestore(step.Step):
         for node in sorted(cluster.nodes, key=lambda n: not n.seal_status().sealed):  # the sealed ones first
             status = node.seal_status()
             if not status.sealed and restored is not None and status.cluster_id != restored:
-                self._restart_pod(ctx, api, node.address)
+                self._restart_pod(ctx, api, node.address, "a standby that did not take the restore")
                 status = node.seal_status()
             if status.sealed:
                 try:
                     with ctx.platform_wait():
                         status = node.unseal(shares)
                 except errors.SealConfigStale:
-                    self._restart_pod(ctx, api, node.address)
+                    self._restart_pod(ctx, api, node.address, "stale seal configuration after the restore")
                     with ctx.platform_wait():
                         status = node.unseal(shares)
             restored = restored or status.cluster_id
 
-    def _restart_pod(self, ctx: step.StepContext, api: Any, address: str) -> None:
+    def _restart_pod(self, ctx: step.StepContext, api: Any, address: str, reason: str) -> None:
         """Delete the pod behind `address`; its StatefulSet makes it again, on the same data, with a fresh process."""
         port = platform.config_of(ctx).platform.vault_port
         pods = {f"{(p.get('status') or {}).get('podIP')}:{port}": p for p in platform.vault_pods(ctx, api)}
@@ -320,7 +320,7 @@ class RaftRestore(step.Step):
             raise errors.PermanentError(f"no Vault pod behind {address} to restart", runbook=RUNBOOK_RESTORE)
         name, uid = pod["metadata"]["name"], pod["metadata"]["uid"]
         api.delete("v1", "Pod", name, pod["metadata"]["namespace"])
-        ctx.log.info("vault_pod_restarted", pod=name, reason="stale seal configuration after the restore")
+        ctx.log.info("vault_pod_restarted", pod=name, reason=reason)
 
         def back() -> bool | None:
             again = next((p for p in platform.vault_pods(ctx, api) if p["metadata"]["name"] == name), None)
