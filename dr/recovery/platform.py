@@ -165,19 +165,25 @@ class Cluster(step.Step):
         settings = config_of(ctx).cluster
         provider = str(ctx.params.get("provider") or settings.provider)
         work = state_dir(ctx) / "clusters"
-        if provider == "sandbox":
-            # The sandbox's Argo CD reads the configured platform repo for the root app's repoURL.
-            url = RootApp.root(ctx)["spec"]["source"]["repoURL"]
-            made = providers.sandbox(state_dir(ctx), repos={url: str(_repo(ctx))})
-        elif provider == "kind":
-            made = providers.kind(settings.name, work, node_image=settings.kind_node_image, run_id=ctx.run_id)
-        elif provider == "k3s":
-            host = providers.K3sHost(
-                settings.k3s_host, settings.ssh_user, settings.ssh_key, settings.k3s_version, settings.k3s_airgap_dir
-            )
-            made = providers.k3s(host, work)
-        else:
-            made = providers.existing(settings.kubeconfig, settings.context)
+        # Provisioning is the platform's time (a process, kind or the K3s installer starting), not dr's.
+        with ctx.platform_wait():
+            if provider == "sandbox":
+                # The sandbox's Argo CD reads the configured platform repo for the root app's repoURL.
+                url = RootApp.root(ctx)["spec"]["source"]["repoURL"]
+                made = providers.sandbox(state_dir(ctx), repos={url: str(_repo(ctx))})
+            elif provider == "kind":
+                made = providers.kind(settings.name, work, node_image=settings.kind_node_image, run_id=ctx.run_id)
+            elif provider == "k3s":
+                host = providers.K3sHost(
+                    settings.k3s_host,
+                    settings.ssh_user,
+                    settings.ssh_key,
+                    settings.k3s_version,
+                    settings.k3s_airgap_dir,
+                )
+                made = providers.k3s(host, work)
+            else:
+                made = providers.existing(settings.kubeconfig, settings.context)
         self._record(ctx, made)
         api = kube.Kube(made.kubeconfig, made.context)
         ctx.wait_until(lambda: self._nodes_ready(api) or None, what="every node to be Ready", interval=1.0)
@@ -381,9 +387,10 @@ class VaultBootstrap(step.Step):
         if not first.seal_status().initialized:
             pgp = [Path(p).read_text() for p in settings.keys.pgp_keys] or None
             root_pgp = settings.keys.root_token_pgp_key.read_text() if settings.keys.root_token_pgp_key else None
-            result = first.init(
-                settings.vault.shares, settings.vault.threshold, pgp_keys=pgp, root_token_pgp_key=root_pgp
-            )
+            with ctx.platform_wait():  # Vault generating and encrypting its keys
+                result = first.init(
+                    settings.vault.shares, settings.vault.threshold, pgp_keys=pgp, root_token_pgp_key=root_pgp
+                )
             where = sink.save(result.shares, result.root_token, encrypted=result.pgp_encrypted)
             ctx.log.info("vault_keys_saved", sink=sink.description, where=where)
         source = sink.source()

@@ -21,7 +21,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Final
 
-from dr import errors, secret
+from dr import errors, secret, waiting
 from dr.adapters import keys, vault
 from dr.engine import step
 from dr.ops import vault as ops_vault
@@ -137,7 +137,7 @@ class VaultUnseal(step.Step):
         # Only a Vault this run initialised (or was told to take with --force) counts as done: an
         # unsealed Vault found on the target is someone's data until the interlock in run() says otherwise.
         ours = _throwaway(ctx).source() is not None or ctx.outputs_of(self.name).get("forced")
-        if not ours and not ctx.outputs_of("raft-restore").get("restored") and not restored_here(ctx):
+        if not ours and not ctx.outputs_of("raft-restore").get("restored") and restore_problem(ctx) is not None:
             return False  # a Vault this run did not make, and not (yet) what a recovery makes
         api = platform.cluster_of(ctx)
         try:
@@ -158,7 +158,8 @@ class VaultUnseal(step.Step):
         sink = _throwaway(ctx)
         first = vault.VaultNode(addresses[0])
         if not first.seal_status().initialized:
-            result = first.init(settings.vault.shares, settings.vault.threshold)
+            with ctx.platform_wait():  # Vault generating its keys
+                result = first.init(settings.vault.shares, settings.vault.threshold)
             sink.save(result.shares, result.root_token, encrypted=False)
         source = sink.source()
         cluster = vault.VaultCluster(addresses)
@@ -194,26 +195,32 @@ def _found(cluster: vault.VaultCluster) -> str:
     return "; ".join(parts)
 
 
-def restored_here(ctx: step.StepContext) -> bool:
-    """The recovery's end state for Vault: every pod unsealed, the original's token and canary work, and
-    Kubernetes auth points at this cluster. False when it cannot be told (no DR token in the key source)."""
+def restore_problem(ctx: step.StepContext) -> str | None:
+    """What keeps Vault from the recovery's end state (every pod unsealed, the original's token and canary
+    working, Kubernetes auth pointing at this cluster), or None once it holds. An error on the way, like an
+    election in progress, is the problem; so is having no DR token to tell with."""
     settings = platform.config_of(ctx)
     try:
         token = ops_vault.key_source(settings).token() if settings.keys.source else None
         if token is None:
-            return False
+            return "no DR token in the key source to read the restored Vault with"
         api = platform.cluster_of(ctx)
         cluster = vault.VaultCluster(platform.vault_addresses(ctx, api), token=token)
         states = cluster.states()
-        if not states or not all(s.seal is not None and not s.seal.sealed for s in states):
-            return False
+        if not states:
+            return "no Vault pods found"
+        sealed = [s.address for s in states if s.seal is None or s.seal.sealed]
+        if sealed:
+            return "sealed or unreachable: " + ", ".join(sealed)
         node = cluster.active()
-        if settings.snapshots.canary_path and node.read(settings.snapshots.canary_path) is None:
-            return False
+        canary = settings.snapshots.canary_path
+        if canary and node.read(canary) is None:
+            return f"the canary {canary} is not in Vault"
         wanted = str(platform.kubernetes_auth(ctx, api)["kubernetes_host"])
-        return str(node.read_kubernetes_auth().get("kubernetes_host")) == wanted
-    except errors.DRError:
-        return False
+        host = str(node.read_kubernetes_auth().get("kubernetes_host"))
+        return None if host == wanted else f"Kubernetes auth points at {host}, not at this cluster ({wanted})"
+    except errors.DRError as exc:
+        return exc.message
 
 
 class RaftRestore(step.Step):
@@ -226,16 +233,37 @@ class RaftRestore(step.Step):
     def _original(self, ctx: step.StepContext) -> keys.KeySource:
         return ops_vault.key_source(platform.config_of(ctx))
 
-    def check(self, ctx: step.StepContext) -> bool:
+    def _problem(self, ctx: step.StepContext) -> str | None:
         if _throwaway(ctx).source() is not None:
-            return False  # the throwaway init is deleted only once the restore verified
+            return "the throwaway init is still there: it is deleted only once the restore verified"
         if ctx.outputs_of("vault-unseal").get("forced") and not ctx.outputs_of(self.name).get("restored"):
-            return False  # --force: the target's own data is there until the snapshot replaces it
+            return "--force: the target's own data is there until the snapshot replaces it"
         if _suspended_by_us(ctx, platform.cluster_of(ctx)):
-            return False  # verified, perhaps, but the snapshot CronJob is still suspended: run() gives it back
+            return "the snapshot CronJob is still suspended by this run"
         if not platform.config_of(ctx).keys.source or self._original(ctx).token() is None:
-            return bool(ctx.outputs_of(self.name).get("verified"))
-        return restored_here(ctx)
+            # Without a DR token the restored Vault cannot be read from outside: this run's word is the proof.
+            return None if ctx.outputs_of(self.name).get("verified") else "not restored by this run"
+        return restore_problem(ctx)
+
+    def check(self, ctx: step.StepContext) -> bool:
+        return self._problem(ctx) is None
+
+    def verify(self, ctx: step.StepContext) -> None:
+        """The end state, given a moment: right after the restore an election or a busy pod may still answer."""
+        last: list[str] = []
+
+        def probe() -> bool | waiting.Pending:
+            problem = self._problem(ctx)
+            last[:] = [problem] if problem else []
+            return True if problem is None else waiting.Pending(problem)
+
+        try:
+            ctx.wait_until(probe, what="the restored Vault to verify", timeout=min(60.0, ctx.remaining()))
+        except errors.DeadlineExceeded:
+            raise errors.VerificationError(
+                f"step {self.name} ran but its end state does not hold: {last[0] if last else self.end_state}",
+                runbook=RUNBOOK_RESTORE,
+            ) from None
 
     def run(self, ctx: step.StepContext) -> None:
         api, settings = platform.cluster_of(ctx), platform.config_of(ctx)
