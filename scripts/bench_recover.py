@@ -51,7 +51,8 @@ class Meter:
         meter = self
 
         def counted_request(client: Any, *args: Any, **kwargs: Any) -> Any:
-            meter.requests[getattr(meter._local, "step", None) or "(outside steps)"] += 1
+            worker = threading.current_thread().name.startswith("dr-force-sync")  # eso-sync's patch pool
+            meter.requests[getattr(meter._local, "step", None) or ("eso-sync" if worker else "(outside steps)")] += 1
             return request(client, *args, **kwargs)
 
         def named_attempt(run: Any, record: Any, s: step.Step, ctx: step.StepContext) -> Any:
