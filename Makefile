@@ -21,7 +21,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 .PHONY: help install system-deps test lint typecheck unit demo lock clean
 
 help:
-	@echo "make demo     build the platform on the sandbox with dr bootstrap, then stop it (set-up included)"
+	@echo "make demo     bootstrap, snapshot, destroy and recover the platform on the sandbox (set-up included)"
 	@echo "make test     lint + type check + tests (set-up included)"
 	@echo "make install  create .venv/ from uv.lock (reused while the lock is unchanged)"
 	@echo "make lock     re-resolve uv.lock after changing dependencies"
@@ -61,19 +61,29 @@ unit: install system-deps
 
 test: lint typecheck unit
 
-# The demo builds the whole platform on the sandbox (state in .demo/, started fresh each time),
-# shows it, shows the recovery plan, and stops the sandbox whatever happened.
+# The demo is the product's main job on the sandbox: build the platform, snapshot its Vault, destroy the
+# cluster, recover it on a new one from the snapshot and the original shares, and say how long it took.
+# State in .demo/ (started fresh each time); both sandboxes are stopped whatever happened.
 DEMO := .demo
 demo: install
-	@$(BIN)/dr sandbox down --dir $(DEMO)/sandbox >/dev/null 2>&1; rm -rf $(DEMO)
-	@trap '$(BIN)/dr sandbox down --dir $(DEMO)/sandbox >/dev/null' EXIT; \
-	set -e; \
-	echo "== dr bootstrap --provider sandbox: the platform from nothing"; \
-	$(BIN)/dr --log-format console bootstrap --provider sandbox --state-dir $(DEMO); \
-	echo; echo "== the Vault pods (real OpenBao), unsealed"; \
-	$(BIN)/dr --config $(DEMO)/sandbox/dr.yaml vault status || true; \
-	echo; echo "== the recovery it would run on a new cluster"; \
-	$(BIN)/dr recover --cluster new --provider sandbox --dry-run --state-dir $(DEMO)
+	@for d in original recovered; do $(BIN)/dr sandbox down --dir $(DEMO)/$$d/sandbox >/dev/null 2>&1 || true; done; rm -rf $(DEMO)
+	@trap 'for d in original recovered; do $(BIN)/dr sandbox down --dir $(DEMO)/$$d/sandbox >/dev/null 2>&1; done' EXIT; \
+	set -e; mkdir -p $(DEMO); \
+	printf 'state_dir: %s\ncluster: {provider: sandbox}\nsnapshots: {store: %s}\n' \
+		$(DEMO)/original $(DEMO)/snapshots > $(DEMO)/original.yaml; \
+	printf 'state_dir: %s\ncluster: {provider: sandbox}\nsnapshots: {store: %s, canary_path: %s}\nkeys: {source: files, files: [%s], token_file: %s}\n' \
+		$(DEMO)/recovered $(DEMO)/snapshots secret/data/workloads/demo-app \
+		"$(DEMO)/original/keys/share-1, $(DEMO)/original/keys/share-2, $(DEMO)/original/keys/share-3" \
+		$(DEMO)/original/keys/root-token > $(DEMO)/recover.yaml; \
+	echo "== 1. dr bootstrap: the platform from nothing on a sandbox (keys to $(DEMO)/original/keys)"; \
+	$(BIN)/dr --config $(DEMO)/original.yaml --log-format console bootstrap; \
+	echo; echo "== 2. dr snapshot save: the nightly job, once"; \
+	VAULT_TOKEN="$$(cat $(DEMO)/original/keys/root-token)" $(BIN)/dr --config $(DEMO)/original/sandbox/dr.yaml \
+		--log-format console snapshot save --store $(DEMO)/snapshots --cluster platform; \
+	echo; echo "== 3. the cluster is lost"; \
+	$(BIN)/dr sandbox down --dir $(DEMO)/original/sandbox; rm -rf $(DEMO)/original/sandbox; \
+	echo; echo "== 4. dr recover --cluster new: a new cluster, the snapshot restored with the original shares"; \
+	$(BIN)/dr --config $(DEMO)/recover.yaml --log-format console recover --cluster new
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache
