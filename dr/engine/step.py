@@ -156,8 +156,7 @@ class StepContext:
                     detail=tick.detail,
                 )
 
-        started = self._clock()
-        try:
+        with self.platform_wait():
             return waiting.wait_until(
                 probe,
                 what=what,
@@ -171,8 +170,6 @@ class StepContext:
                 sleep=sleep,
                 runbook=f"runbooks/{self.step}.md",
             )
-        finally:
-            self._on_wait(self._clock() - started)
 
 
 class Step:

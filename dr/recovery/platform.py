@@ -45,18 +45,26 @@ def _repo(ctx: step.StepContext) -> Path:
     return config_of(ctx).platform.repo
 
 
-_clients: dict[tuple[str, str | None], kube.Kube] = {}
+_clients: dict[tuple[str, str | None, int], kube.Kube] = {}
+
+
+def _client(kubeconfig: Path, context: str | None) -> kube.Kube:
+    """One client per kubeconfig for the process: discovery once, and its port-forwards live with it.
+
+    A rewritten kubeconfig (a cluster made again at the same path) gets a new client.
+    """
+    key = (str(kubeconfig), context, kubeconfig.stat().st_mtime_ns if kubeconfig.exists() else 0)
+    if key not in _clients:
+        _clients[key] = kube.Kube(kubeconfig, context)
+    return _clients[key]
 
 
 def cluster_of(ctx: step.StepContext) -> kube.Kube:
-    """The run's cluster client, one per kubeconfig for the process (its port-forwards live with it)."""
+    """The run's cluster client, holding the run's Lease in that cluster."""
     out = ctx.outputs_of("cluster")
     if not out.get("kubeconfig"):
         raise errors.PermanentError("the cluster step has not recorded a kubeconfig", hint="resume the run")
-    key = (str(out["kubeconfig"]), out.get("context"))
-    if key not in _clients:
-        _clients[key] = kube.Kube(Path(key[0]), key[1])
-    api = _clients[key]
+    api = _client(Path(out["kubeconfig"]), out.get("context"))
     # Whatever step first reaches the cluster takes the run's Lease there, held until the run ends.
     holder = lease.Holder(ctx.run_id, runner.operator_identity(), ctx.plan or "recover")
     ctx.hold("lease", lambda: lease.held(lease.Lease(api, holder)))
@@ -143,7 +151,7 @@ class Cluster(step.Step):
         if known is None or not known[0].exists():
             return False
         try:
-            ready = self._nodes_ready(kube.Kube(known[0], known[1]))
+            ready = self._nodes_ready(_client(known[0], known[1]))
         except errors.DRError:
             return False
         if ready:
@@ -186,7 +194,7 @@ class Cluster(step.Step):
             else:
                 made = providers.existing(settings.kubeconfig, settings.context)
         self._record(ctx, made)
-        api = kube.Kube(made.kubeconfig, made.context)
+        api = _client(made.kubeconfig, made.context)
         ctx.wait_until(lambda: self._nodes_ready(api) or None, what="every node to be Ready", interval=1.0)
         cluster_of(ctx)
 

@@ -119,11 +119,8 @@ class Snapshot(step.Step):
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as stream:
-        while chunk := stream.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
 class VaultUnseal(step.Step):
@@ -137,8 +134,13 @@ class VaultUnseal(step.Step):
         # Only a Vault this run initialised (or was told to take with --force) counts as done: an
         # unsealed Vault found on the target is someone's data until the interlock in run() says otherwise.
         ours = _throwaway(ctx).source() is not None or ctx.outputs_of(self.name).get("forced")
-        if not ours and not ctx.outputs_of("raft-restore").get("restored") and restore_problem(ctx) is not None:
-            return False  # a Vault this run did not make, and not (yet) what a recovery makes
+        if not ours and not ctx.outputs_of("raft-restore").get("restored"):
+            try:
+                token = dr_token(ctx)
+            except errors.DRError:
+                return False  # the key source cannot tell; run() says what it found
+            if restore_problem(ctx, token) is not None:
+                return False  # a Vault this run did not make, and not (yet) what a recovery makes
         api = platform.cluster_of(ctx)
         try:
             addresses = platform.vault_addresses(ctx, api)
@@ -177,7 +179,7 @@ class VaultUnseal(step.Step):
             # place); its own shares are the original's, so the key source unseals it, or nothing does.
             ctx.log.warning("vault_already_initialised_forced", found=found)
             ctx.set_output("forced", True)
-            source = ops_vault.key_source(settings)
+            source = original_keys(ctx)
         with ctx.platform_wait():
             cluster.unseal_all(source.shares()[: settings.vault.threshold])
             cluster.await_healthy(timeout=ctx.remaining())
@@ -195,15 +197,24 @@ def _found(cluster: vault.VaultCluster) -> str:
     return "; ".join(parts)
 
 
-def restore_problem(ctx: step.StepContext) -> str | None:
+def original_keys(ctx: step.StepContext) -> keys.KeySource:
+    """The ORIGINAL cluster's shares and DR token: after the restore they are the only ones that work."""
+    return ops_vault.key_source(platform.config_of(ctx))
+
+
+def dr_token(ctx: step.StepContext) -> secret.Secret | None:
+    """The key source's DR token, if a key source is configured and holds one."""
+    return original_keys(ctx).token() if platform.config_of(ctx).keys.source else None
+
+
+def restore_problem(ctx: step.StepContext, token: secret.Secret | None) -> str | None:
     """What keeps Vault from the recovery's end state (every pod unsealed, the original's token and canary
     working, Kubernetes auth pointing at this cluster), or None once it holds. An error on the way, like an
     election in progress, is the problem; so is having no DR token to tell with."""
     settings = platform.config_of(ctx)
+    if token is None:
+        return "no DR token in the key source to read the restored Vault with"
     try:
-        token = ops_vault.key_source(settings).token() if settings.keys.source else None
-        if token is None:
-            return "no DR token in the key source to read the restored Vault with"
         api = platform.cluster_of(ctx)
         cluster = vault.VaultCluster(platform.vault_addresses(ctx, api), token=token)
         states = cluster.states()
@@ -230,9 +241,6 @@ class RaftRestore(step.Step):
     end_state = "snapshot restored, every pod unsealed with the original shares, Kubernetes auth points at this cluster"
     default_timeout = 900.0
 
-    def _original(self, ctx: step.StepContext) -> keys.KeySource:
-        return ops_vault.key_source(platform.config_of(ctx))
-
     def _problem(self, ctx: step.StepContext) -> str | None:
         if _throwaway(ctx).source() is not None:
             return "the throwaway init is still there: it is deleted only once the restore verified"
@@ -240,10 +248,11 @@ class RaftRestore(step.Step):
             return "--force: the target's own data is there until the snapshot replaces it"
         if _suspended_by_us(ctx, platform.cluster_of(ctx)):
             return "the snapshot CronJob is still suspended by this run"
-        if not platform.config_of(ctx).keys.source or self._original(ctx).token() is None:
+        token = dr_token(ctx)
+        if token is None:
             # Without a DR token the restored Vault cannot be read from outside: this run's word is the proof.
             return None if ctx.outputs_of(self.name).get("verified") else "not restored by this run"
-        return restore_problem(ctx)
+        return restore_problem(ctx, token)
 
     def check(self, ctx: step.StepContext) -> bool:
         return self._problem(ctx) is None
@@ -269,7 +278,7 @@ class RaftRestore(step.Step):
         api, settings = platform.cluster_of(ctx), platform.config_of(ctx)
         addresses = list(ctx.output("vault-unseal", "addresses"))
         throwaway = _throwaway(ctx).source()
-        original = self._original(ctx)
+        original = original_keys(ctx)
         shares = original.shares()
         suspend_snapshots(ctx, api)  # again: the CronJob may have come after vault-unseal, or been healed by Argo
         forced = bool(ctx.outputs_of("vault-unseal").get("forced"))

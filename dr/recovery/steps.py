@@ -25,8 +25,7 @@ class EsoSync(platform.EsoSync):
 
     def vault_token(self, ctx: step.StepContext) -> secret.Secret | None:
         """After a restore only the original's tokens work: the key source's DR token, or BAO_TOKEN/VAULT_TOKEN."""
-        source = ops_vault.key_source(ctx.config) if ctx.config.keys.source else None
-        return (source.token() if source is not None else None) or ops_vault.env_token()
+        return restore.dr_token(ctx) or ops_vault.env_token()
 
 
 Cluster, RootApp, ArgoSync, AppHealth = platform.Cluster, platform.RootApp, platform.ArgoSync, platform.AppHealth
