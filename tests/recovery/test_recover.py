@@ -189,7 +189,8 @@ def test_a_destroyed_platform_comes_back_from_its_snapshot_with_every_secret(
         assert 1 == refused.exit_code
         assert "already initialised, and not by this run" in refused.output
         assert "unsealed, cluster " + original.cluster_id in refused.output  # what it found
-        run_id = checkpoints.CheckpointStore(state).latest().run_id  # type: ignore[union-attr]
+        # Not latest(): run ids sort by the second, and the rerun above may have started in the same one.
+        (run_id,) = [r.run_id for r in checkpoints.CheckpointStore(state).iter_runs() if r.status == "failed"]  # type: ignore[union-attr]
         assert f"dr recover --resume {run_id} --force" in refused.output
         forced = dr(recovery, "recover", "--resume", run_id, "--force", "-o", "json")
         assert 0 == forced.exit_code, forced.output
