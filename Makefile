@@ -37,9 +37,9 @@ $(VENV)/.synced: uv.lock pyproject.toml | $(UV)
 
 install: $(VENV)/.synced
 
-# Two tests use system tools: gpg (PGP-encrypted init) and kubectl (the sandbox API).
+# Tests use system tools: gpg (PGP-encrypted init), kubectl (the sandbox API), chromium (the HTML report).
 # Installed from Debian's packages where missing, so a fresh machine needs nothing by hand.
-SYSTEM_TOOLS := gpg:gnupg kubectl:kubernetes-client
+SYSTEM_TOOLS := gpg:gnupg kubectl:kubernetes-client chromium:chromium
 system-deps:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \
 	if [ -n "$$missing" ]; then echo "installing$$missing"; \

@@ -13,17 +13,23 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
 import click
 
-from dr import __version__, errors, logs, secret, views
+from dr import __version__, errors, files, logs, secret, views
 from dr import config as config_mod
 from dr.adapters import sandbox_process
+from dr.drills import drill as drill_mod
 from dr.engine import checkpoints, locks
 from dr.ops import vault as vault_ops
 from dr.recovery import bootstrap as bootstrap_mod
 from dr.recovery import recover as recover_mod
+from dr.reports import history as report_history
+from dr.reports import html as report_html
+from dr.reports import record as report_record
+from dr.reports import render as report_render
+from dr.reports import trends as report_trends
 from dr.snapshots import schedule as snapshot_schedule
 from dr.snapshots import service as snapshot_service
 
@@ -201,6 +207,8 @@ def recover_cmd(
         config, store, cluster=mode, provider=provider, resume=resume, snapshot=snapshot, force=force or None
     )
     run = store.load(outcome.run_id)
+    targets = report_record.Targets(config.targets.rto, config.targets.rpo)
+    report_history.History(config.state_dir).add(report_record.build(run, targets=targets))
     _emit(views.run_json(run), views.run_status(run, None, advice=False), output)
     if outcome.error is not None and outcome.status != "succeeded":
         _show_error(outcome.error, as_json=app.json_errors, resume=f"dr recover --resume {outcome.run_id}")
@@ -365,9 +373,6 @@ def _store_config(app: App, store: str | None, cluster_name: str | None, s3_endp
 COUNT = click.IntRange(min=0)
 
 
-COUNT = click.IntRange(min=0)
-
-
 @cli.group("snapshot")
 def snapshot_group() -> None:
     """Vault Raft snapshots: save, list, show, verify, prune, schedule."""
@@ -516,6 +521,168 @@ def snapshot_schedule_cmd(app: App, cron: str, out_dir: str | None) -> None:
     for name, text in rendered.items():
         (target / name).write_text(text)
     click.echo(f"wrote {len(rendered)} files to {target} (add it to a kustomization in the platform repo)")
+
+
+@cli.group("drill", invoke_without_command=True)
+@click.option(
+    "--provider", type=click.Choice(["sandbox", "kind"]), default="sandbox", show_default=True, help="Where to build."
+)
+@click.option("--scenario", type=click.Choice(drill_mod.SCENARIOS), default="total-loss", show_default=True)
+@click.option("--target-rto", metavar="DURATION", default=None, help="e.g. 15m [config targets.rto; default 15m].")
+@click.option("--target-rpo", metavar="DURATION", default=None, help="e.g. 24h [config targets.rpo; default 24h].")
+@click.option(
+    "--report-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Also write report.json/.md/.html and junit.xml here [config drills.report_dir].",
+)
+@click.option("--keep", is_flag=True, help="Keep the recovered platform (and its keys) for inspection.")
+@click.option(
+    "--fault",
+    type=click.Choice(drill_mod.FAULTS),
+    default=None,
+    help="Rehearse a failing recovery: make the new sandbox's External Secrets fail every sync.",
+)
+@state_dir_option
+@output_option
+@click.pass_context
+def drill_cmd(
+    ctx: click.Context,
+    provider: str,
+    scenario: str,
+    target_rto: str | None,
+    target_rpo: str | None,
+    report_dir: str | None,
+    keep: bool,
+    fault: str | None,
+    state_dir: str | None,
+    output: str,
+) -> None:
+    """A game day: build a throwaway platform, write canaries, snapshot, destroy it, recover it, prove it.
+
+    Exit 0 only when the recovery verified, every canary is where it must be (or absent) and the targets are
+    met. Everything the drill made is removed at the end, also on failure or Ctrl-C (`--keep` keeps the
+    recovered platform); `dr drill cleanup` removes what a crashed drill left.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    app: App = ctx.obj
+    config = app.load(
+        state_dir=("--state-dir", state_dir),
+        **{"targets.rto": ("--target-rto", target_rto), "targets.rpo": ("--target-rpo", target_rpo)},
+    )
+    options = drill_mod.Options(
+        provider=cast("Literal['sandbox', 'kind']", provider),
+        scenario=scenario,
+        report_dir=Path(report_dir) if report_dir else config.drills.report_dir,
+        keep=keep,
+        fault=fault,
+    )
+    result = drill_mod.Drill(config, options).run()
+    report = result.report
+    text = report_render.text(report) + "\n\nreport: " + ", ".join(str(p) for p in result.written)
+    _emit(report, text, output)
+    if report["error"] and output != "json":
+        err = report["error"]
+        click.echo(f"error: {err['message']}\n  hint: {err['hint']}\n  runbook: {err['runbook']}", err=True)
+    ctx.exit(result.exit_code)
+
+
+@drill_cmd.command("cleanup")
+@state_dir_option
+@click.pass_obj
+def drill_cleanup_cmd(app: App, state_dir: str | None) -> None:
+    """Remove the clusters, keys and snapshots that crashed (or --keep) drills left in this state dir."""
+    config = app.load(state_dir=("--state-dir", state_dir))
+    removed = drill_mod.cleanup(config)
+    click.echo("\n".join(f"removed {r}" for r in removed) if removed else "nothing left by earlier drills")
+
+
+class ReportGroup(click.Group):
+    """`dr report [RUN_ID] …` shows one report; `dr report history …` is the subcommand beside it."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] not in ("-h", "--help")):
+            args = ["show", *args]
+        return super().parse_args(ctx, args)
+
+
+@cli.group("report", cls=ReportGroup)
+def report_group() -> None:
+    """Recovery-time reports from the run history: `dr report [RUN_ID]`, `dr report history`."""
+
+
+@report_group.command("show")
+@click.argument("run_id", required=False)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "md", "json", "html", "junit"]),
+    default="text",
+    show_default=True,
+    help="text for a terminal, md for a ticket, html with a timeline, junit for CI.",
+)
+@click.option("--output", "out", type=click.Path(dir_okay=False), default=None, help="Write to FILE, not stdout.")
+@state_dir_option
+@click.pass_obj
+def report_show_cmd(app: App, run_id: str | None, fmt: str, out: str | None, state_dir: str | None) -> None:
+    """One run's report (the latest if RUN_ID is omitted)."""
+    config = app.load(state_dir=("--state-dir", state_dir))
+    past = report_history.History(config.state_dir)
+    report = past.get(run_id)
+    if fmt == "json":
+        body = json.dumps(report, indent=2) + "\n"
+    elif fmt == "md":
+        body = report_render.markdown(report)
+    elif fmt == "junit":
+        body = report_render.junit(report)
+    elif fmt == "html":
+        earlier = [r for r in past.reports(last=30, type_=report["type"]) if r["started_at"] < report["started_at"]]
+        body = report_html.page(report, [*earlier, report])
+    else:
+        body = report_render.text(report) + "\n"
+    if out is None:
+        click.echo(body, nl=False)
+        return
+    files.write_atomic(Path(out), body.encode(), mode=0o644)
+    click.echo(f"wrote {out}")
+
+
+@report_group.command("history")
+@click.option("--last", type=click.IntRange(min=1), default=20, show_default=True, help="Only the latest N runs.")
+@click.option(
+    "--type", "type_", type=click.Choice(["drill", "recover"]), default=None, help="Only drills or recoveries."
+)
+@click.option(
+    "--fail-on-regression",
+    type=click.FloatRange(min=0),
+    metavar="PCT",
+    default=None,
+    help="Exit 1 when the latest RTO is more than PCT percent worse than the median of the runs before it.",
+)
+@state_dir_option
+@output_option
+@click.pass_context
+def report_history_cmd(
+    ctx: click.Context,
+    last: int,
+    type_: str | None,
+    fail_on_regression: float | None,
+    state_dir: str | None,
+    output: str,
+) -> None:
+    """RTO p50/p95 per step and in total, the trend, the pass rate, and an optional regression gate."""
+    app: App = ctx.obj
+    config = app.load(state_dir=("--state-dir", state_dir))
+    reports = report_history.History(config.state_dir).reports(last=last, type_=type_)
+    if not reports:
+        raise errors.ConfigError(
+            f"no reports in the history of {config.state_dir}", hint="run `dr drill` first, or pass --state-dir"
+        )
+    found = report_trends.of(reports, fail_on_regression=fail_on_regression)
+    _emit(found.to_json(), report_render.history_text(found), output)
+    if found.regression.regressed:
+        ctx.exit(errors.EXIT_FAILED)
 
 
 @cli.group("sandbox")

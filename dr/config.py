@@ -198,6 +198,29 @@ class SnapshotSettings(_Model):
         return self
 
 
+class TargetSettings(_Model):
+    """Recovery objectives every recover and drill report is judged against."""
+
+    rto: Duration = 900.0
+    rpo: Duration = 86400.0
+
+
+class DrillSettings(_Model):
+    """What a game-day drill writes, checks and reports."""
+
+    abort_after: Annotated[float, pydantic.Field(gt=1, le=100)] = 3.0  # a multiple of the target RTO
+    canaries: Annotated[int, pydantic.Field(ge=1, le=100)] = 3  # written before the snapshot, and as many after
+    canary_prefix: str = pydantic.Field(default="dr-drill", pattern=r"^[A-Za-z0-9][-_A-Za-z0-9/]*$")
+    kv_mount: str = "secret"
+    secret_store: str = "vault-backend"  # noqa: S105 - the name of ESO's store, not a password
+    secret_store_kind: Literal["ClusterSecretStore", "SecretStore"] = "ClusterSecretStore"  # noqa: S105
+    canary_namespace: str = "workloads"
+    report_dir: Path | None = None
+    metrics_textfile: Path | None = None
+    pushgateway: str | None = None
+    overdue_after: Duration = 8 * 86400.0  # the alert: no passing drill for this long
+
+
 class StepSettings(_Model):
     """Per-step overrides of the step's own timeout and retry attempts."""
 
@@ -215,6 +238,8 @@ class Config(_Model):
     keys: KeysSettings = KeysSettings()
     snapshots: SnapshotSettings = SnapshotSettings()
     platform: PlatformSettings = PlatformSettings()
+    targets: TargetSettings = TargetSettings()
+    drills: DrillSettings = DrillSettings()
     steps: dict[str, StepSettings] = {}
 
     _source: Path | None = pydantic.PrivateAttr(default=None)

@@ -112,14 +112,17 @@ def run_json(run: checkpoints.RunRecord) -> dict[str, Any]:
 
 def _times(plan: str, times: summary.Summary) -> str:
     text = (
+        f"\ncritical path {' > '.join(times.critical_path) or '-'}"
         f"\nsteps {seconds(times.steps_s)} on the critical path: {seconds(times.waited_s)} waiting on the platform,"
         f" {seconds(times.orchestration_s)} dr's own work"
     )
     if times.rto_s is not None:
         label = "RTO" if plan == "recover" else "took"
-        text = f"\n{label} {seconds(times.rto_s)} (wall time from the run's start to its end, resumes included)" + text
+        text = (
+            f"\n{label} {seconds(times.rto_s)} (wall time from the run's start to app-health, resumes included)" + text
+        )
     if times.snapshot_id:
-        rpo = f"; RPO {seconds(times.rpo_s)} (its age when restored)" if times.rpo_s is not None else ""
+        rpo = f"; RPO {seconds(times.rpo_s)} (its age at the run's start)" if times.rpo_s is not None else ""
         text += f"\nsnapshot {times.snapshot_id} taken {clock(times.snapshot_created_at)}{rpo}"
     return text
 

@@ -9,8 +9,10 @@ Pushgateway gets a push-add that replaces only the metrics of this outcome.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from dr import errors, files
 
@@ -76,6 +78,12 @@ def record(
         ):
             if f"{PREFIX}_{name}" in previous:
                 gauge(name, doc, previous[f"{PREFIX}_{name}"])
+    _write(registry, textfile, pushgateway, job, labels)
+
+
+def _write(registry: Any, textfile: Path | None, pushgateway: str | None, job: str, labels: Mapping[str, str]) -> None:
+    import prometheus_client
+
     if textfile is not None:
         files.write_atomic(textfile, prometheus_client.generate_latest(registry), mode=0o644)
     if pushgateway:
@@ -84,3 +92,44 @@ def record(
             prometheus_client.pushadd_to_gateway(pushgateway, job=job, registry=registry, grouping_key=dict(labels))
         except OSError as exc:
             raise errors.TransientError(f"cannot push metrics to {pushgateway}: {exc}") from exc
+
+
+DRILL_PREFIX = "dr_drill"
+
+
+def record_drill(report: Mapping[str, Any], *, textfile: Path | None = None, pushgateway: str | None = None) -> None:
+    """A drill's outcome, RTO, RPO and per-step durations; the last success and the failure count carry over."""
+    import prometheus_client
+
+    registry = prometheus_client.CollectorRegistry()
+    labels = {"scenario": str(report.get("scenario") or ""), "provider": str(report.get("provider") or "")}
+    names = list(labels)
+    previous = _previous(textfile) if textfile else {}
+    ok = report["verdict"] == "passed"
+    now = time.time()
+
+    def gauge(name: str, doc: str, value: float | None, extra: Mapping[str, str] | None = None) -> None:
+        if value is None:
+            return
+        metric = prometheus_client.Gauge(f"{DRILL_PREFIX}_{name}", doc, [*names, *(extra or {})], registry=registry)
+        metric.labels(**labels, **(extra or {})).set(value)
+
+    gauge("last_run_timestamp_seconds", "End of the latest drill.", now)
+    gauge("last_run_success", "1 if the latest drill passed, 0 if not.", 1.0 if ok else 0.0)
+    last_success = now if ok else previous.get(f"{DRILL_PREFIX}_last_success_timestamp_seconds")
+    gauge("last_success_timestamp_seconds", "End of the latest passing drill.", last_success)
+    gauge("rto_seconds", "RTO measured by the latest drill.", report["rto"]["seconds"])
+    gauge("rpo_seconds", "RPO measured by the latest drill.", report["rpo"]["seconds"])
+    gauge("rto_target_seconds", "The RTO target the drill is judged against.", report["rto"]["target_s"])
+    gauge("rpo_target_seconds", "The RPO target the drill is judged against.", report["rpo"]["target_s"])
+    steps = prometheus_client.Gauge(
+        f"{DRILL_PREFIX}_step_duration_seconds", "Duration of each recovery step.", [*names, "step"], registry=registry
+    )
+    for step in report["steps"]:
+        steps.labels(**labels, step=step["name"]).set(step["duration_s"])
+    failures = previous.get(f"{DRILL_PREFIX}_failures_total", 0.0) + (0.0 if ok else 1.0)
+    counter = prometheus_client.Counter(
+        f"{DRILL_PREFIX}_failures", "Drills that did not pass.", names, registry=registry
+    )
+    counter.labels(**labels).inc(failures)
+    _write(registry, textfile, pushgateway, DRILL_PREFIX, labels)

@@ -98,6 +98,18 @@ def kind(name: str, workdir: Path, *, node_image: str = KIND_NODE_IMAGE, run_id:
     return Cluster("kind", kubeconfig, f"kind-{name}", name)
 
 
+def require_kind() -> None:
+    """Fail before anything is made when kind or Docker is missing."""
+    _tool("kind", "for provider kind")
+    _tool("docker", "by kind, which runs its nodes as Docker containers")
+
+
+def kind_clusters(prefix: str = "") -> list[str]:
+    """The kind clusters on this machine whose names start with `prefix`."""
+    listed = _run([_tool("kind", "to list kind clusters"), "get", "clusters"], what="listing kind clusters")
+    return [name for name in listed.split() if name.startswith(prefix)]
+
+
 def delete_kind(name: str) -> None:
     """Drill teardown: delete the kind cluster (absent is fine)."""
     _run([_tool("kind", "to delete a kind cluster"), "delete", "cluster", "--name", name], what=f"deleting {name}")

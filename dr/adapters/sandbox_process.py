@@ -96,10 +96,12 @@ def set_faults(
     drop_watches: bool | None = None,
     fail: tuple[str, ...] = (),
     heal: tuple[str, ...] = (),
+    eso_failing: bool | None = None,
 ) -> dict[str, Any]:
     """Change the fault knobs; a running sandbox picks them up within a fraction of a second.
 
-    `fail` and `heal` add and remove NAMESPACE/NAME workloads whose pods crash-loop.
+    `fail` and `heal` add and remove NAMESPACE/NAME workloads whose pods crash-loop; `eso_failing` makes
+    External Secrets fail every sync, as when its provider is unreachable.
     """
     path = Path(directory) / "faults.json"
     try:
@@ -110,6 +112,7 @@ def set_faults(
         ("api_latency_ms", api_latency_ms),
         ("api_error_rate", api_error_rate),
         ("drop_watches", drop_watches),
+        ("eso_failing", eso_failing),
     ):
         if value is not None:
             knobs[key] = value

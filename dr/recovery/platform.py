@@ -11,6 +11,7 @@ the moment `sys/init` returns them, and are read back from it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import time
@@ -156,8 +157,14 @@ class Cluster(step.Step):
             return False
         if ready:
             self._record(ctx, providers.Cluster(known[2], known[0], known[1]))
-            cluster_of(ctx)  # the run's Lease, from the moment the cluster answers
+            self._version(ctx, cluster_of(ctx))  # cluster_of: the run's Lease, from the moment the cluster answers
         return ready
+
+    @staticmethod
+    def _version(ctx: step.StepContext, api: kube.Kube) -> None:
+        """The Kubernetes version, for the run's report; not knowing it fails nothing."""
+        with contextlib.suppress(errors.DRError):
+            ctx.set_output("kubernetes_version", api.version())
 
     @staticmethod
     def _record(ctx: step.StepContext, made: providers.Cluster) -> None:
@@ -196,7 +203,7 @@ class Cluster(step.Step):
         self._record(ctx, made)
         api = _client(made.kubeconfig, made.context)
         ctx.wait_until(lambda: self._nodes_ready(api) or None, what="every node to be Ready", interval=1.0)
-        cluster_of(ctx)
+        self._version(ctx, cluster_of(ctx))
 
 
 # -- root app ------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -98,13 +99,35 @@ def recover(
     resume: str | None = None,
     snapshot: str | None = None,
     force: bool | None = None,
+    abort_after: float | None = None,
 ) -> runner.Outcome:
     """Start or resume a recovery run; returns how it ended.
 
     `force` (None: not given) lets `vault-unseal` take a target whose Vault is already initialised.
+    `abort_after` (seconds) stops the run at a safe point once that long has passed (a drill's stop condition).
     """
     plan = build_plan(config)
     run = runner.Runner(plan, store, config=config)
+    if abort_after is not None:
+        timer = threading.Timer(abort_after, run.request_stop)
+        timer.daemon = True
+        timer.start()
+        try:
+            return _recover(run, config, cluster, provider, resume, snapshot, force)
+        finally:
+            timer.cancel()
+    return _recover(run, config, cluster, provider, resume, snapshot, force)
+
+
+def _recover(
+    run: runner.Runner,
+    config: config_mod.Config,
+    cluster: ClusterMode | None,
+    provider: str | None,
+    resume: str | None,
+    snapshot: str | None,
+    force: bool | None,
+) -> runner.Outcome:
     if resume:
         amend = {"force": True} if force else None  # answering the interlock's refusal on resume
         return run.resume(resume, {"cluster": cluster, "provider": provider, "snapshot": snapshot}, amend=amend)

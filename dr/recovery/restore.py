@@ -314,6 +314,7 @@ class RaftRestore(step.Step):
         if generated:
             node.revoke_self()
         shutil.rmtree(ctx.run_dir / "throwaway-init", ignore_errors=True)
+        ctx.set_output("vault_version", node.seal_status().version)
         ctx.set_output("verified", True)
         resume_snapshots(ctx, api)
 

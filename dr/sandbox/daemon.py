@@ -91,6 +91,7 @@ def apply_faults(api: apiserver.ApiServer, knobs: Knobs, path: Path) -> None:
     api.faults.error_rate = float(faults.get("api_error_rate", 0.0))
     api.faults.drop_watches = bool(faults.get("drop_watches", False))
     knobs.failing = set(faults.get("fail_workloads") or [])
+    knobs.eso_failing = bool(faults.get("eso_failing", False))
 
 
 def _record_children(directory: Path, pids: list[int]) -> None:
@@ -116,6 +117,7 @@ class Knobs:
         self.ready_seconds = float(settings.get("pod_ready_seconds", 1.0))
         self.refresh_seconds = float(settings.get("refresh_seconds", 3.0))
         self.failing: set[str] = set()
+        self.eso_failing = False
 
 
 def start_platform(
@@ -135,7 +137,7 @@ def start_platform(
             runtimes=[vault],
         ),
         argocd.ArgoCD(client.clone(), stop, repos=lambda: knobs.repos, refresh_seconds=lambda: knobs.refresh_seconds),
-        eso.ExternalSecrets(client.clone(), stop),
+        eso.ExternalSecrets(client.clone(), stop, failing=lambda: knobs.eso_failing),
     ]
     for controller in controllers:
         controller.start()

@@ -26,6 +26,7 @@ import hashlib
 import json
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
 
@@ -59,8 +60,9 @@ class ExternalSecrets(loop.Controller):
     watches = (ES, CSS, ("v1", "Secret"), ("apps/v1", "Deployment"))
     resync = 1.0
 
-    def __init__(self, api: kube.Kube, stop: threading.Event) -> None:
+    def __init__(self, api: kube.Kube, stop: threading.Event, failing: Callable[[], bool] = lambda: False) -> None:
         super().__init__(api, stop)
+        self.failing = failing  # the fault knob: every sync fails as if the provider were down
         self.http = requests.Session()
         self.http.trust_env = False  # pod-to-pod traffic: no proxy variables
         self.store_checked: dict[str, float] = {}
@@ -249,13 +251,15 @@ class ExternalSecrets(loop.Controller):
         target = (spec.get("target") or {}).get("name") or meta["name"]
         if self.kube.get("v1", "Secret", meta["namespace"], target) is None:
             status = {**status, "syncedResourceVersion": ""}  # the Secret was deleted: make it again now
-        if not self._due(es, status):
+        if not self._due(es, status) and not (self.failing() and self._ready(status)):
             return
         ref = spec.get("secretStoreRef") or {}
         kind = ref.get("kind") or "SecretStore"
         key = ref.get("name", "") if kind == "ClusterSecretStore" else f"{meta['namespace']}/{ref.get('name')}"
         found = stores.get((kind, key))
         try:
+            if self.failing():
+                raise ProviderError("connection refused (sandbox fault knob eso_failing)")
             if found is None:
                 raise ProviderError(f'could not get SecretStore "{ref.get("name")}": {kind} not found')
             data = self._resolve(found, spec)
