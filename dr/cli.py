@@ -580,7 +580,8 @@ def drill_cmd(
     )
     result = drill_mod.Drill(config, options).run()
     report = result.report
-    text = report_render.text(report) + "\n\nreport: " + ", ".join(str(p) for p in result.written)
+    where = " and ".join(f"{d}/" for d in reversed(result.written))
+    text = report_render.text(report) + f"\n\nreport.json, report.md, report.html and junit.xml in {where}"
     _emit(report, text, output)
     if report["error"] and output != "json":
         err = report["error"]

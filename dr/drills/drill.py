@@ -49,6 +49,10 @@ SYNC_TIMEOUT: Final = 120.0
 log = logs.get("dr.drill")
 
 
+class Aborted(errors.PermanentError):
+    """The recovery ran past the drill's stop condition (a multiple of the target RTO)."""
+
+
 @dataclass(frozen=True)
 class Options:
     provider: Literal["sandbox", "kind"] = "sandbox"
@@ -201,6 +205,8 @@ class Drill:
                 self._verify()
         except errors.Interrupted as exc:
             error, verdict = exc, "stopped"
+        except Aborted as exc:
+            error, verdict = exc, "aborted"
         except errors.DRError as exc:
             error = exc
         except KeyboardInterrupt:
@@ -298,7 +304,7 @@ class Drill:
                 return None
             if outcome.status == "stopped" and time.monotonic() - started >= limit:
                 ph.detail += f"; aborted after {limit:.0f} s ({self.config.drills.abort_after:g} x the target RTO)"
-                raise errors.PermanentError(
+                raise Aborted(
                     f"drill {self.id}: the recovery was aborted after {limit:.0f} s, "
                     f"{self.config.drills.abort_after:g} times the target RTO of {self.targets.rto_s:.0f} s",
                     hint="look at the slowest step in the report; raise drills.abort_after only if the target is wrong",
@@ -462,7 +468,7 @@ class Drill:
 
     def _report(self, error: errors.DRError | None, verdict: record.Verdict | None) -> Result:
         if error is not None and verdict is None:
-            verdict = "aborted" if "aborted" in error.message else "failed"
+            verdict = "failed"
         report = record.build(
             self.recovery,
             kind="drill",
@@ -508,7 +514,7 @@ def _failed(what: str, outcome: runner.Outcome, state_dir: Path) -> errors.DRErr
 
 
 def publish(report: dict[str, Any], past: list[dict[str, Any]], *dirs: Path | None) -> list[Path]:
-    """report.json, .md, .html and junit.xml into each directory given."""
+    """report.json, .md, .html and junit.xml into each directory given; returns the directories."""
     earlier = [r for r in past if r["id"] != report["id"]] + [report]
     out = {
         "report.json": json.dumps(report, indent=2) + "\n",
@@ -521,7 +527,7 @@ def publish(report: dict[str, Any], past: list[dict[str, Any]], *dirs: Path | No
         Path(directory).mkdir(parents=True, exist_ok=True)
         for name, text in out.items():
             files.write_atomic(Path(directory) / name, text.encode(), mode=0o644)
-            written.append(Path(directory) / name)
+        written.append(Path(directory))
     return written
 
 

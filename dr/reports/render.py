@@ -21,6 +21,10 @@ def _s(value: float | None) -> str:
     return f"{value:.1f} s" + (f" ({views.seconds(value)})" if value >= 60 else "")
 
 
+def _plain(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} s"
+
+
 def _met(met: bool | None) -> str:
     return "no target" if met is None else ("met" if met else "BREACHED")
 
@@ -78,7 +82,7 @@ def step_rows(report: dict[str, Any]) -> list[tuple[Any, ...]]:
             s["name"],
             s["state"],
             s["attempts"],
-            _s(_offset(report, s["started_at"])),
+            _plain(_offset(report, s["started_at"])),
             _s(s["duration_s"]),
             _s(s["waited_s"]),
             _s(s["worked_s"]),

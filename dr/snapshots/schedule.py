@@ -7,7 +7,10 @@ own service account through Kubernetes auth. The directory drops into the
 platform repository under `infrastructure/platform/vault/snapshots/` and
 Argo CD applies it like everything else. The PrometheusRule alerts when the
 last success is older than `snapshots.stale_after`, when the last run
-failed, when a Job failed, and when the metric is missing altogether.
+failed, when a Job failed, and when the metric is missing altogether; and,
+from the metrics `dr drill` records, when the latest drill failed, when no
+drill passed for `drills.overdue_after`, and when a drill's RTO was over
+its target.
 """
 
 from __future__ import annotations
@@ -174,6 +177,7 @@ def render(config: config_mod.Config, cron: str) -> dict[str, str]:
         },
     }
     stale = int(s.stale_after)
+    overdue = int(config.drills.overdue_after)
     who = f'cluster="{config.cluster.name}"'
 
     docs["prometheusrule.yaml"] = {
@@ -221,7 +225,44 @@ def render(config: config_mod.Config, cron: str) -> dict[str, str]:
                             },
                         },
                     ],
-                }
+                },
+                {
+                    # dr drill pushes these (drills.metrics_textfile / drills.pushgateway): a DR plan nobody has
+                    # rehearsed lately is a guess, so an overdue drill pages like a failed one.
+                    "name": "dr-drill",
+                    "rules": [
+                        {
+                            "alert": "DRDrillFailed",
+                            "expr": "dr_drill_last_run_success == 0",
+                            "for": "5m",
+                            "labels": {"severity": "warning"},
+                            "annotations": {
+                                "summary": "The latest DR drill did not pass; `dr report` shows where it failed",
+                                "runbook_url": "runbooks/drill.md",
+                            },
+                        },
+                        {
+                            "alert": "DRDrillOverdue",
+                            "expr": f"time() - dr_drill_last_success_timestamp_seconds > {overdue}",
+                            "for": "1h",
+                            "labels": {"severity": "warning"},
+                            "annotations": {
+                                "summary": f"No passing DR drill for more than {overdue // 86400} days",
+                                "runbook_url": "runbooks/drill.md",
+                            },
+                        },
+                        {
+                            "alert": "DRDrillRTOOverTarget",
+                            "expr": "dr_drill_rto_seconds > dr_drill_rto_target_seconds",
+                            "for": "5m",
+                            "labels": {"severity": "warning"},
+                            "annotations": {
+                                "summary": "The latest DR drill recovered, but slower than the RTO target",
+                                "runbook_url": "runbooks/drill.md",
+                            },
+                        },
+                    ],
+                },
             ]
         },
     }

@@ -136,6 +136,23 @@ def test_a_drill_failing_in_eso_sync_says_so_exits_non_zero_and_still_tears_down
     assert_nothing_left(root)
 
 
+def test_a_recovery_past_the_multiple_of_the_target_rto_is_aborted_and_recorded_as_such(tmp_path: Path) -> None:
+    config = write_config(tmp_path, drills={"canaries": 1, "abort_after": 2})
+    result = drill(config, "--target-rto", "5s")
+    assert 1 == result.exit_code, result.output[-3000:]
+    root = workspace(tmp_path / "state")
+    report = json.loads((root / "report.json").read_text())
+    assert "aborted" == report["verdict"]
+    assert "aborted after 10 s, 2 times the target RTO of 5 s" in report["error"]["message"]
+    assert report["rto"]["seconds"] is None  # a recovery that did not finish has no RTO
+    phases = {p["name"]: p for p in report["phases"]}
+    assert "failed" == phases["recover"]["outcome"]
+    assert "aborted after 10 s" in phases["recover"]["detail"]
+    recovery = json.loads((root / "target" / "runs" / report["recovery_run_id"] / "checkpoint.json").read_text())
+    assert "stopped" == recovery["status"]
+    assert_nothing_left(root)
+
+
 def test_ctrl_c_during_a_drill_stops_it_and_removes_what_it_made(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     log = (tmp_path / "drill.log").open("wb")

@@ -165,6 +165,9 @@ def test_a_destroyed_platform_comes_back_from_its_snapshot_with_every_secret(
         assert summary["rto_s"] > 0
         assert summary["rpo_s"] > 0
         assert summary["waited_s"] + summary["orchestration_s"] == pytest.approx(summary["steps_s"], abs=0.01)
+        report = json.loads(dr(recovery, "report", run["run_id"], "--format", "json").output)  # in the history
+        assert ("recover", "passed", summary["rto_s"]) == (report["type"], report["verdict"], report["rto"]["seconds"])
+        assert report["versions"]["vault"] == vault.VaultNode(addresses[0]).seal_status().version
         assert not _lease_holder(client)  # released when the run ended
         cronjob = _cronjob(client)
         assert not cronjob.spec.suspend  # suspended during the run, given back after raft-restore verified
