@@ -208,7 +208,7 @@ def recover_cmd(
     )
     run = store.load(outcome.run_id)
     targets = report_record.Targets(config.targets.rto, config.targets.rpo)
-    report_history.History(config.state_dir).add(report_record.build(run, targets=targets))
+    report_history.remember(config.state_dir, report_record.build(run, targets=targets))
     _emit(views.run_json(run), views.run_status(run, None, advice=False), output)
     if outcome.error is not None and outcome.status != "succeeded":
         _show_error(outcome.error, as_json=app.json_errors, resume=f"dr recover --resume {outcome.run_id}")

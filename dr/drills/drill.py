@@ -200,9 +200,8 @@ class Drill:
             self._take_snapshot()
             self._write_canaries(before_snapshot=False)
             self._destroy()
-            verdict = self._recover()
-            if verdict is None:
-                self._verify()
+            self._recover()
+            self._verify()
         except errors.Interrupted as exc:
             error, verdict = exc, "stopped"
         except Aborted as exc:
@@ -214,6 +213,13 @@ class Drill:
                 f"drill {self.id} interrupted", hint="everything it made is being removed; run it again"
             )
             verdict = "stopped"
+        except Exception as exc:  # a defect in dr: still tear down, still report, with the traceback in the log
+            log.exception("drill_defect", drill=self.id)
+            error = errors.PermanentError(
+                f"drill {self.id} failed on an unexpected {type(exc).__name__}: {secret.redact_text(str(exc))}",
+                hint="this is a bug in dr: the traceback is in the log; please report it",
+                runbook=RUNBOOK,
+            )
         finally:
             self._teardown()
         return self._report(error, verdict)
@@ -274,8 +280,8 @@ class Drill:
             self._remove("source")
             ph.detail = "the source cluster and its Vault data are gone; its keys and the snapshot store are kept"
 
-    def _recover(self) -> record.Verdict | None:
-        """The recovery; its verdict when it did not end with every step verified, else None."""
+    def _recover(self) -> None:
+        """The recovery; raises unless it ended with every step verified."""
         with self.phase("recover") as ph:
             assert self.token is not None
             keys_dir = self.source_dir / "keys"
@@ -295,13 +301,13 @@ class Drill:
             self._track("target", self.target_dir)
             if self.options.fault == "eso-unavailable":
                 sandbox_process.set_faults(self.target_dir / "sandbox", eso_failing=True)
-            limit = self.config.drills.abort_after * (self.targets.rto_s or self.config.targets.rto)
+            limit = self.config.drills.abort_after * (self.targets.rto_s or 0.0)
             started = time.monotonic()
             outcome = recover.recover(cfg, store, cluster="new", provider=self.options.provider, abort_after=limit)
             self.recovery = store.load(outcome.run_id)
             ph.detail = f"dr recover run {outcome.run_id}: {outcome.status}"
             if outcome.status == "succeeded":
-                return None
+                return
             if outcome.status == "stopped" and time.monotonic() - started >= limit:
                 ph.detail += f"; aborted after {limit:.0f} s ({self.config.drills.abort_after:g} x the target RTO)"
                 raise Aborted(
@@ -486,9 +492,8 @@ class Drill:
             error=error.to_dict() if error is not None else None,
             snapshot_extra=self.snapshot,
         )
-        past = history.History(self.config.state_dir)
-        past.add(report)
-        written = publish(report, past.reports(last=30, type_="drill"), self.root, self.options.report_dir)
+        earlier = history.remember(self.config.state_dir, report, type_="drill")
+        written = publish(report, earlier, self.root, self.options.report_dir)
         settings = self.config.drills
         if settings.metrics_textfile or settings.pushgateway:
             metrics.record_drill(report, textfile=settings.metrics_textfile, pushgateway=settings.pushgateway)
@@ -514,12 +519,12 @@ def _failed(what: str, outcome: runner.Outcome, state_dir: Path) -> errors.DRErr
 
 
 def publish(report: dict[str, Any], past: list[dict[str, Any]], *dirs: Path | None) -> list[Path]:
-    """report.json, .md, .html and junit.xml into each directory given; returns the directories."""
-    earlier = [r for r in past if r["id"] != report["id"]] + [report]
+    """report.json, .md, .html (with `past`, oldest first, ending with this report) and junit.xml into each
+    directory given; returns the directories."""
     out = {
         "report.json": json.dumps(report, indent=2) + "\n",
         "report.md": render.markdown(report),
-        "report.html": html.page(report, earlier),
+        "report.html": html.page(report, past),
         "junit.xml": render.junit(report),
     }
     written = []

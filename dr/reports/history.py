@@ -17,9 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
-from dr import errors
+from dr import errors, logs
 
 FILENAME: Final = "history.sqlite"
+log = logs.get("dr.reports")
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS reports (
     id TEXT PRIMARY KEY,
@@ -109,3 +110,19 @@ class History:
         with self._db() as db:
             rows = db.execute(query, (type_, type_, -1 if last is None else last)).fetchall()
         return [json.loads(r[0]) for r in reversed(rows)]
+
+
+def remember(state_dir: Path, report: dict[str, Any], *, type_: str | None = None) -> list[dict[str, Any]]:
+    """Add `report` to the history; returns the history's latest reports (of `type_`), this one last.
+
+    A history that cannot be written must not hide the result of a recovery that just finished: the report is
+    still printed and written to files, and the problem is logged.
+    """
+    past = History(state_dir)
+    try:
+        past.add(report)
+        earlier = past.reports(last=30, type_=type_)
+    except errors.DRError as exc:
+        log.warning("report_history_not_written", path=str(past.path), error=exc.message, hint=exc.hint)
+        earlier = []
+    return [r for r in earlier if r["id"] != report["id"]] + [report]

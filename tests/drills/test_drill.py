@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,12 +19,24 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import yaml
 from click.testing import CliRunner, Result
 
 from dr import cli
 from dr.adapters import sandbox_process
 from dr.reports import history, record
-from tests.recovery.test_bootstrap import write_config
+from tests.recovery.test_bootstrap import REPO, write_config
+
+
+def one_replica(tmp_path: Path) -> Path:
+    """examples/platform with one Vault replica: the failure-path drills test dr, not Raft replication."""
+    repo = tmp_path / "platform"
+    shutil.copytree(REPO / "examples" / "platform", repo)
+    app = repo / "infrastructure/platform/vault/app.yaml"
+    doc = yaml.safe_load(app.read_text())
+    doc["spec"]["source"]["helm"]["valuesObject"]["server"]["ha"]["replicas"] = 1
+    app.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return repo
 
 
 def drill(config: Path, *args: str) -> Result:
@@ -115,7 +128,12 @@ def test_a_sandbox_drill_measures_rto_and_rpo_proves_the_canaries_and_leaves_not
 
 
 def test_a_drill_failing_in_eso_sync_says_so_exits_non_zero_and_still_tears_down(tmp_path: Path) -> None:
-    config = write_config(tmp_path, drills={"canaries": 1}, steps={"eso-sync": {"timeout": "15s", "attempts": 1}})
+    config = write_config(
+        tmp_path,
+        platform={"repo": str(one_replica(tmp_path))},
+        drills={"canaries": 1},
+        steps={"eso-sync": {"timeout": "15s", "attempts": 1}},
+    )
     result = drill(config, "--fault", "eso-unavailable", "-o", "json")
     assert 1 == result.exit_code, result.output[-3000:]
     root = workspace(tmp_path / "state")
@@ -137,17 +155,19 @@ def test_a_drill_failing_in_eso_sync_says_so_exits_non_zero_and_still_tears_down
 
 
 def test_a_recovery_past_the_multiple_of_the_target_rto_is_aborted_and_recorded_as_such(tmp_path: Path) -> None:
-    config = write_config(tmp_path, drills={"canaries": 1, "abort_after": 2})
-    result = drill(config, "--target-rto", "5s")
+    config = write_config(
+        tmp_path, platform={"repo": str(one_replica(tmp_path))}, drills={"canaries": 1, "abort_after": 2}
+    )
+    result = drill(config, "--target-rto", "3s")
     assert 1 == result.exit_code, result.output[-3000:]
     root = workspace(tmp_path / "state")
     report = json.loads((root / "report.json").read_text())
     assert "aborted" == report["verdict"]
-    assert "aborted after 10 s, 2 times the target RTO of 5 s" in report["error"]["message"]
+    assert "aborted after 6 s, 2 times the target RTO of 3 s" in report["error"]["message"]
     assert report["rto"]["seconds"] is None  # a recovery that did not finish has no RTO
     phases = {p["name"]: p for p in report["phases"]}
     assert "failed" == phases["recover"]["outcome"]
-    assert "aborted after 10 s" in phases["recover"]["detail"]
+    assert "aborted after 6 s" in phases["recover"]["detail"]
     recovery = json.loads((root / "target" / "runs" / report["recovery_run_id"] / "checkpoint.json").read_text())
     assert "stopped" == recovery["status"]
     assert_nothing_left(root)

@@ -104,3 +104,15 @@ def test_dr_report_without_history_or_with_an_unknown_run_is_a_clear_error(tmp_p
     none = dr(tmp_path / "none", "report", "history")
     assert 2 == none.exit_code
     assert "no reports" in none.output
+
+
+def test_an_unreadable_history_is_named_and_never_hides_a_new_report(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    (state / history.FILENAME).write_bytes(b"not a database at all" * 100)
+    report = synthetic.report()
+    assert [report] == history.remember(state, report)  # logged, and the caller still has its report
+    result = dr(state, "report")
+    assert 2 == result.exit_code
+    assert f"the run history {state / history.FILENAME} is unreadable" in result.output
+    assert "Traceback" not in result.output
