@@ -108,6 +108,12 @@ def register(value: str) -> None:
         _pattern = re.compile("|".join(re.escape(v) for v in alternatives))
 
 
+def registered() -> frozenset[str]:
+    """Every registered spelling: what a leak scan (a test, an audit of a run's files) must not find."""
+    with _lock:
+        return frozenset(_values)
+
+
 def forget_all() -> None:
     """Empty the registry (tests only: each test starts with a clean slate)."""
     global _pattern

@@ -117,7 +117,8 @@ class Drill:
             options.target_rto or config.targets.rto, options.target_rpo or config.targets.rpo
         )
         self.id = checkpoints.new_run_id()
-        drills = checkpoints.ensure_private_dir(config.state_dir / "drills", what="drills dir")
+        state = checkpoints.ensure_private_dir(config.state_dir, what="state dir")  # before mkdir makes it 0755
+        drills = checkpoints.ensure_private_dir(state / "drills", what="drills dir")
         self.root = checkpoints.ensure_private_dir(drills / self.id, what="drill workspace")
         self.state = _State(self.id, os.getpid(), options.provider, _now(), keep=options.keep)
         self.phases: list[record.Phase] = []

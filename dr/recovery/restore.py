@@ -208,9 +208,9 @@ def dr_token(ctx: step.StepContext) -> secret.Secret | None:
 
 
 def restore_problem(ctx: step.StepContext, token: secret.Secret | None) -> str | None:
-    """What keeps Vault from the recovery's end state (every pod unsealed, the original's token and canary
-    working, Kubernetes auth pointing at this cluster), or None once it holds. An error on the way, like an
-    election in progress, is the problem; so is having no DR token to tell with."""
+    """What keeps Vault from the recovery's end state (every pod unsealed and a Raft voter, autopilot healthy,
+    the original's token and canary working, Kubernetes auth pointing at this cluster), or None once it holds.
+    An error on the way, like an election in progress, is the problem; so is having no DR token to tell with."""
     settings = platform.config_of(ctx)
     if token is None:
         return "no DR token in the key source to read the restored Vault with"
@@ -223,6 +223,11 @@ def restore_problem(ctx: step.StepContext, token: secret.Secret | None) -> str |
         sealed = [s.address for s in states if s.seal is None or s.seal.sealed]
         if sealed:
             return "sealed or unreachable: " + ", ".join(sealed)
+        # A restarted standby rejoins as a non-voter until autopilot promotes it: until then the recovered Vault
+        # survives no further loss (failure tolerance 0), so it is not recovered yet.
+        health = cluster.health(with_token=True)
+        if not health.healthy:
+            return "; ".join(health.problems) or "the Raft cluster is not healthy"
         node = cluster.active()
         canary = settings.snapshots.canary_path
         if canary and node.read(canary) is None:
@@ -238,7 +243,10 @@ class RaftRestore(step.Step):
     name = "raft-restore"
     requires = ("vault-unseal", "snapshot")
     summary = "force-restore the chosen snapshot on the active node and unseal with the ORIGINAL shares"
-    end_state = "snapshot restored, every pod unsealed with the original shares, Kubernetes auth points at this cluster"
+    end_state = (
+        "snapshot restored, every pod unsealed with the original shares and a Raft voter, autopilot healthy,"
+        " Kubernetes auth points at this cluster"
+    )
     default_timeout = 900.0
 
     def _problem(self, ctx: step.StepContext) -> str | None:
