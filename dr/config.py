@@ -19,7 +19,7 @@ from typing import Annotated, Any, Final, Literal
 import pydantic
 import yaml
 
-from dr import errors
+from dr import errors, safeyaml
 
 DEFAULT_FILE: Final = "dr.yaml"
 MAX_FILE_BYTES: Final = 1024 * 1024  # a config file is a few KB; a bigger one is a mistake or an attack
@@ -295,7 +295,7 @@ def _read_file(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise errors.ConfigError(f"{path}: cannot read config file: {exc}", runbook=RUNBOOK) from exc
     try:
-        data = yaml.safe_load(text)
+        data = safeyaml.load(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"

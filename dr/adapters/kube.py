@@ -33,7 +33,7 @@ import requests
 import urllib3
 import yaml
 
-from dr import errors, logs, waiting
+from dr import errors, logs, safeyaml, waiting
 
 FIELD_MANAGER: Final = "dr"
 RUNBOOK: Final = "runbooks/cluster.md"
@@ -108,7 +108,7 @@ def load_manifests(source: str, *, base: Path | None = None, sha256: str | None 
     if path.is_dir():
         kustomization = path / "kustomization.yaml"
         if kustomization.exists():
-            entries = (yaml.safe_load(kustomization.read_text()) or {}).get("resources") or []
+            entries = (_parse_one(kustomization.read_text(), str(kustomization)) or {}).get("resources") or []
             return [doc for entry in entries for doc in load_manifests(str(path / entry))]
         return [doc for file in sorted(path.glob("*.y*ml")) for doc in load_manifests(str(file))]
     try:
@@ -117,9 +117,16 @@ def load_manifests(source: str, *, base: Path | None = None, sha256: str | None 
         raise errors.ConfigError(f"{path}: cannot read manifests: {exc}", runbook=RUNBOOK) from exc
 
 
+def _parse_one(text: str, where: str) -> Any:
+    try:
+        return safeyaml.load(text)
+    except yaml.YAMLError as exc:
+        raise errors.ConfigError(f"{where}: not valid YAML: {exc}", runbook=RUNBOOK) from exc
+
+
 def _parse(text: str, where: str) -> list[Obj]:
     try:
-        docs = [d for d in yaml.safe_load_all(text) if d]
+        docs = [d for d in safeyaml.load_all(text) if d]
     except yaml.YAMLError as exc:
         raise errors.ConfigError(f"{where}: not valid YAML: {exc}", runbook=RUNBOOK) from exc
     for doc in docs:

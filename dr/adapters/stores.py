@@ -406,6 +406,14 @@ def open_store(
 ) -> Store:
     """The store a URL names: `file:///path`, a plain path, or `s3://bucket/prefix`."""
     parsed = urlparse(url)
+    path = parsed.path if parsed.scheme else url
+    if ".." in Path(path).parts:
+        # `file:///../x` is `/x`, and `../x` depends on the cwd of whoever runs it (a CronJob, an operator):
+        # a store is where the only copy of the platform's secrets goes, so it is named exactly.
+        raise errors.ConfigError(
+            f"store URL {url!r} contains '..'",
+            hint="name the store by its absolute path (file:///var/backups/vault) or an s3://bucket/prefix",
+        )
     if parsed.scheme == "s3":
         if not parsed.netloc:
             raise errors.ConfigError(f"store URL {url!r} has no bucket", hint="use s3://bucket/prefix")

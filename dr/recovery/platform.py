@@ -220,8 +220,17 @@ class RootApp(step.Step):
     def root(ctx: step.StepContext) -> dict[str, Any]:
         """The root Application, from `platform.root_app` in the platform repo."""
         platform = config_of(ctx).platform
-        (root,) = [d for d in kube.load_manifests(platform.root_app, base=platform.repo) if d["kind"] == "Application"]
-        return root
+        docs = kube.load_manifests(platform.root_app, base=platform.repo)
+        apps = [d for d in docs if d["kind"] == "Application" and d["apiVersion"].startswith("argoproj.io/")]
+        if len(apps) != 1 or not (apps[0].get("metadata") or {}).get("name"):
+            kinds = ", ".join(f"{d['apiVersion']} {d['kind']}" for d in docs) or "nothing"
+            raise errors.ConfigError(
+                f"{platform.repo / platform.root_app}: the root app file must hold exactly one named Argo CD"
+                f" Application (argoproj.io/v1alpha1), not {kinds}",
+                hint="point platform.root_app at the app-of-apps Application of the platform repo",
+                runbook="runbooks/root-app.md",
+            )
+        return apps[0]
 
     def check(self, ctx: step.StepContext) -> bool:
         api = cluster_of(ctx)

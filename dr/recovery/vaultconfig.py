@@ -19,7 +19,7 @@ from typing import Any, Literal
 import pydantic
 import yaml
 
-from dr import errors
+from dr import errors, safeyaml
 from dr.adapters import vault
 
 RUNBOOK = "runbooks/vault-unseal.md"
@@ -56,7 +56,7 @@ class VaultPlatform(_Model):
 
 def load(path: Path) -> VaultPlatform:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = safeyaml.load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise errors.ConfigError(f"{path}: cannot read the Vault platform file: {exc}", runbook=RUNBOOK) from exc
     try:
