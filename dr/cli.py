@@ -7,10 +7,13 @@ configuration, 3 lock held, 130 stopped by a signal (resumable).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
@@ -80,6 +83,23 @@ def _emit(data: Any, text: str, output: str) -> None:
         click.echo(json.dumps(secret.redact_value(data), indent=2))
     else:
         click.echo(text)
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises `Interrupted` (exit 130) where it lands, so that open uploads are aborted on the way out."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise errors.Interrupted("stopped by SIGTERM; nothing was committed", hint="run the save again")
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers; a library caller keeps its own
+        return
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def state_dir_option(func: F) -> F:
@@ -388,7 +408,8 @@ def snapshot_save_cmd(
 ) -> None:
     """Stream a snapshot from the active Vault node into the store; commit it only when complete."""
     config = _store_config(app, store, cluster_name, s3_endpoint)
-    saved, pruned = snapshot_service.save_now(config, prune_after=prune_after)
+    with _terminate_as_interrupt():  # a CronJob's pod is stopped with SIGTERM: abort the upload, commit nothing
+        saved, pruned = snapshot_service.save_now(config, prune_after=prune_after)
     m = saved.manifest
     took = views.seconds(saved.duration_s)
     text = f"saved {m.id}: {m.size} bytes, sha256 {m.sha256}, Raft index {m.raft_index}, in {took}"

@@ -44,6 +44,20 @@ log = logs.get("dr.kube")
 Obj = dict[str, Any]
 
 
+# An API server answers 5xx and 429 in passing (a leader election, etcd compacting, a rolling upgrade): each
+# idempotent request is retried a few times with backoff before the step sees the error. The last answer is
+# returned as it is, so the step's error says what the API server said. POST is left out: creating twice is not
+# idempotent (a retried create gets 409, which `create` handles, but a surprise is not worth a saved second).
+RETRIES: Final = urllib3.util.Retry(
+    total=4,
+    backoff_factor=0.2,
+    status_forcelist=(429, 500, 502, 503, 504),
+    allowed_methods=frozenset({"GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"}),
+    raise_on_status=False,
+    respect_retry_after_header=True,
+)
+
+
 class Conflict(errors.PermanentError):
     """409: the object exists already, or changed since it was read (optimistic concurrency lost)."""
 
@@ -141,13 +155,17 @@ class Kube:
     def __init__(self, kubeconfig: Path | None = None, context: str | None = None) -> None:
         with mapped("loading the kubeconfig"):
             try:
+                configuration = kubernetes.client.Configuration()
                 if kubeconfig is None and not _in_cluster_possible():
-                    self.api = kubernetes.config.new_client_from_config(context=context)
+                    kubernetes.config.load_kube_config(context=context, client_configuration=configuration)
                 elif kubeconfig is None:
-                    kubernetes.config.load_incluster_config()
-                    self.api = kubernetes.client.ApiClient()
+                    kubernetes.config.load_incluster_config(client_configuration=configuration)
                 else:
-                    self.api = kubernetes.config.new_client_from_config(str(kubeconfig), context=context)
+                    kubernetes.config.load_kube_config(
+                        str(kubeconfig), context=context, client_configuration=configuration
+                    )
+                configuration.retries = RETRIES
+                self.api = kubernetes.client.ApiClient(configuration=configuration)
             except kubernetes.config.ConfigException as exc:
                 raise errors.ConfigError(
                     f"cannot use the kubeconfig {kubeconfig or '(KUBECONFIG / ~/.kube/config)'}: {exc}",

@@ -239,6 +239,33 @@ def restore_problem(ctx: step.StepContext, token: secret.Secret | None) -> str |
         return exc.message
 
 
+def _restore_found(addresses: list[str], throwaway: keys.KeySource) -> bool:
+    """Whether a node already holds other data than the throwaway Vault: the restore happened.
+
+    Vault itself is asked: a sealed node that refuses the throwaway's shares (but not for a stale seal
+    configuration) is sealed under another barrier, the snapshot's; an unsealed node where the throwaway's
+    root token is unknown has the snapshot's token store.
+    """
+    token, shares = throwaway.token(), throwaway.shares()
+    for address in addresses:
+        node = vault.VaultNode(address)
+        try:
+            status = node.seal_status()
+            if not status.initialized:
+                continue  # a standby that has not joined: not evidence either way
+            if status.sealed:
+                node.unseal(shares, settle_timeout=15)  # the throwaway, restarted: open again, as vault-unseal did
+            elif token is not None:
+                node.with_token(token).lookup_self()
+        except errors.SealConfigStale:
+            continue  # a standby with the throwaway's configuration: not evidence either way
+        except errors.PermanentError:
+            return True
+        except errors.DRError:
+            continue  # unreachable or electing: the other nodes may tell
+    return False
+
+
 class RaftRestore(step.Step):
     name = "raft-restore"
     requires = ("vault-unseal", "snapshot")
@@ -290,6 +317,14 @@ class RaftRestore(step.Step):
         shares = original.shares()
         suspend_snapshots(ctx, api)  # again: the CronJob may have come after vault-unseal, or been healed by Argo
         forced = bool(ctx.outputs_of("vault-unseal").get("forced"))
+        if (
+            throwaway is not None
+            and not ctx.outputs_of(self.name).get("restored")
+            and _restore_found(addresses, throwaway)
+        ):
+            # The run stopped (SIGKILL, a full disk) after the restore and before its checkpoint said so.
+            ctx.log.warning("vault_restore_found_done", snapshot=ctx.output("snapshot", "id"))
+            ctx.set_output("restored", True)
         if (throwaway is not None or forced) and not ctx.outputs_of(self.name).get("restored"):
             if throwaway is not None:
                 token = throwaway.token()

@@ -35,6 +35,7 @@ from tests.harness_vault import remember
 from tests.polling import eventually
 from tests.recovery import killing
 from tests.recovery.test_bootstrap import vault_addresses, write_config
+from tests.reliability import campaign
 
 CANARY = "dr/canary"
 SEVEN = ["cluster", "root-app", "argo-sync", "vault-unseal", "raft-restore", "eso-sync", "app-health"]
@@ -263,6 +264,39 @@ def test_sigkill_inside_every_step_then_resume_reaches_the_same_end(original: Or
         assert not list((state / "runs").rglob("throwaway-init"))
     finally:
         sandbox_process.down(state / "sandbox")
+
+
+def test_a_full_disk_between_the_restore_and_its_checkpoint_resumes_without_restoring_again(
+    original: Original, tmp_path: Path
+) -> None:
+    """Found by the fault campaign: the restore done, its checkpoint not written (ENOSPC; SIGKILL is the same
+    window). The resume must see that Vault already holds the snapshot, not try the throwaway's token on it."""
+    config = original.config(tmp_path)
+    state = tmp_path / "state"
+    runs = state / "runs"
+    runs.mkdir(mode=0o700, parents=True)
+    state.chmod(0o700)
+    log = tmp_path / "run.log"
+    with campaign.tmpfs(runs, "256k"):
+        try:
+            with log.open("ab") as out:
+                argv = ["--config", str(config), "--log-format", "json", "recover", "--cluster", "new"]
+                proc = subprocess.Popen([sys.executable, "-m", "dr", *argv], stdout=out, stderr=out, cwd=tmp_path)
+                run = killing.await_running(state, "raft-restore", proc)
+                campaign.fill(runs)  # the next checkpoint write is the one that records the restore
+                assert 1 == proc.wait(timeout=300)
+            assert "No space left on device" in log.read_text()
+            (runs / ".filler").unlink()
+            stopped = checkpoints.CheckpointStore(state).load(run.run_id)
+            assert not stopped.steps["raft-restore"].outputs.get("restored")  # the restore happened, unrecorded
+            resumed = dr(config, "recover", "--resume", run.run_id, env={"DR_LOG_FORMAT": "json"})
+            assert 0 == resumed.exit_code, resumed.output[-3000:]
+            assert "vault_restore_found_done" in resumed.output
+            assert "vault_restore_sent" not in resumed.output  # not restored twice
+            client, _ = _core(state)
+            assert "from-the-old-cluster" == read(kv(vault_addresses(client), original.token), CANARY)["v"]
+        finally:
+            sandbox_process.down(state / "sandbox")
 
 
 def test_bad_input_stops_with_a_clear_error_and_a_resumable_run(original: Original, tmp_path: Path) -> None:

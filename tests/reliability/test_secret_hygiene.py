@@ -25,6 +25,7 @@ from click.testing import CliRunner, Result
 
 from dr import cli, secret
 from dr.adapters import vault
+from tests.drills.test_drill import one_replica
 from tests.recovery.test_bootstrap import write_config
 
 
@@ -58,7 +59,7 @@ def argv_of_every_process() -> dict[str, bytes]:
 
 
 def test_no_secret_of_a_drill_reaches_its_logs_files_reports_or_argv(tmp_path: Path) -> None:
-    config = write_config(tmp_path, drills={"canaries": 2})
+    config = write_config(tmp_path, drills={"canaries": 2}, platform={"repo": str(one_replica(tmp_path))})
     state = tmp_path / "state"
     reports = tmp_path / "reports"
     outputs: dict[str, bytes] = {}
