@@ -283,7 +283,9 @@ def test_a_full_disk_between_the_restore_and_its_checkpoint_resumes_without_rest
                 argv = ["--config", str(config), "--log-format", "json", "recover", "--cluster", "new"]
                 proc = subprocess.Popen([sys.executable, "-m", "dr", *argv], stdout=out, stderr=out, cwd=tmp_path)
                 run = killing.await_running(state, "raft-restore", proc)
-                campaign.fill(runs)  # the next checkpoint write is the one that records the restore
+                # Once the restore is sent, the next checkpoint write is the one that records it.
+                assert campaign.await_log(proc, log, "vault_restore_sent"), log.read_text()[-3000:]
+                campaign.fill(runs)
                 assert 1 == proc.wait(timeout=300)
             assert "No space left on device" in log.read_text()
             (runs / ".filler").unlink()

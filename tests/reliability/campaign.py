@@ -477,7 +477,7 @@ class Campaign:
             env = {"VAULT_TOKEN": self.bao_init.root_token.reveal(), "DR_CONFIG": str(saver), **AWS}
             log = self.work / f"trial-{number}.log"
             proc = _dr(*args, env=env, log=log)
-            streaming = _await_log(proc, log, "snapshot_started")
+            streaming = await_log(proc, log, "snapshot_started")
             if fault in ("sigkill", "sigterm") and streaming and not _sleep_unless_done(proc, point):
                 proc.send_signal(signal.SIGKILL if fault == "sigkill" else signal.SIGTERM)
             elif fault == "vault-kill-mid-snapshot" and streaming and not _sleep_unless_done(proc, point):
@@ -586,7 +586,7 @@ def _sleep_unless_done(proc: subprocess.Popen[bytes], seconds: float) -> bool:
     return proc.poll() is not None
 
 
-def _await_log(proc: subprocess.Popen[bytes], log: Path, event: str, timeout: float = 60) -> bool:
+def await_log(proc: subprocess.Popen[bytes], log: Path, event: str, timeout: float = 60) -> bool:
     """Wait for `event` in a JSON log; False when the process ended first."""
     deadline = time.monotonic() + timeout
     needle = f'"event": "{event}"'.encode()
