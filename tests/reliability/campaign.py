@@ -55,6 +55,7 @@ from click.testing import CliRunner
 from dr import cli, secret
 from dr.adapters import localbao, sandbox_process, vault
 from dr.engine import checkpoints
+from tests.drills.test_drill import one_replica
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -270,19 +271,9 @@ class Campaign:
 
     # -- set-up ---------------------------------------------------------------------------------------------
 
-    def _repo(self) -> Path:
-        """examples/platform with one Vault replica: the campaign is about dr's failure handling."""
-        repo = self.work / "platform"
-        shutil.copytree(REPO / "examples" / "platform", repo)
-        app = repo / "infrastructure/platform/vault/app.yaml"
-        doc = yaml.safe_load(app.read_text())
-        doc["spec"]["source"]["helm"]["valuesObject"]["server"]["ha"]["replicas"] = 1
-        app.write_text(yaml.safe_dump(doc, sort_keys=False))
-        return repo
-
     def build_original(self) -> None:
         """Bootstrap, canary, snapshot, destroy: what every recovery trial restores."""
-        self.repo = self._repo()
+        self.repo = one_replica(self.work)  # the campaign is about dr's failure handling, not Raft replication
         old = self.work / "original"
         old.mkdir(mode=0o700)
         self.store = self.work / "store"

@@ -94,7 +94,7 @@ def test_down_after_sigkill_and_state_survives_a_restart(tmp_path: Path) -> None
     core(tmp_path / "sb").create_namespace({"metadata": {"name": "survivor"}})
     time.sleep(0.6)  # the state is flushed every 0.2 s
     os.kill(int(info["pid"]), signal.SIGKILL)  # type: ignore[call-overload]
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30  # a loaded machine can take seconds to finish a killed process's exit
     while alive(int(info["pid"])) and time.monotonic() < deadline:  # type: ignore[call-overload]
         time.sleep(0.05)
     assert 0 == dr("sandbox", "down", "--dir", str(tmp_path / "sb")).exit_code
