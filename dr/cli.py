@@ -746,6 +746,14 @@ def sandbox_dir_option(func: F) -> F:
     help="Answer this share of requests with 500/503/429 (with Retry-After).",
 )
 @click.option("--drop-watches/--keep-watches", default=None, help="End every watch after about a second.")
+@click.option(
+    "--backend",
+    type=click.Choice(list(sandbox_process.BACKENDS)),
+    default=None,
+    help="real: kube-apiserver, kube-controller-manager, kube-scheduler and kine built by `make testbed`;"
+    " emulated: the project's own API (where no Go toolchain is); auto: real when built"
+    " [default: $DR_SANDBOX_BACKEND, else auto].",
+)
 @output_option
 @click.pass_obj
 def sandbox_up_cmd(
@@ -756,13 +764,16 @@ def sandbox_up_cmd(
     api_latency_ms: int | None,
     api_error_rate: float | None,
     drop_watches: bool | None,
+    backend: str | None,
     output: str,
 ) -> None:
     """Start the sandbox in the background; returns once its API serves.
 
-    The sandbox is a Kubernetes API with simulated Argo CD, External Secrets
-    and workload controllers; apply Argo CD and the root app to it and the
-    platform comes up, its Vault pods being real OpenBao processes.
+    The sandbox is a real Kubernetes control plane (kube-apiserver on kine,
+    kube-controller-manager, kube-scheduler) with a node agent in the
+    kubelet's role and simulated Argo CD and External Secrets; apply Argo CD
+    and the root app to it and the platform comes up, its Vault pods being
+    real OpenBao processes.
     """
     app.load()
     target = Path(directory)
@@ -776,9 +787,12 @@ def sandbox_up_cmd(
         sandbox_process.set_faults(
             target, api_latency_ms=api_latency_ms, api_error_rate=api_error_rate, drop_watches=drop_watches
         )
-    info = sandbox_process.up(target, repos=mapping, pod_ready_seconds=pod_ready_seconds)
+    info = sandbox_process.up(target, repos=mapping, pod_ready_seconds=pod_ready_seconds, backend=backend)
     config_path = target.resolve() / "dr.yaml"
-    text = f"sandbox up: {info.url} (pid {info.pid})\nkubeconfig: {info.kubeconfig}\nconfig: {config_path}"
+    text = (
+        f"sandbox up: {info.url} (pid {info.pid}, {info.backend} control plane)\n"
+        f"kubeconfig: {info.kubeconfig}\nconfig: {config_path}"
+    )
     _emit(info.to_dict(), text, output)
 
 

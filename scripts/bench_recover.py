@@ -12,7 +12,7 @@ dr's own time under 5% of the RTO; API requests per wait tick that do not
 grow with N (one list per tick, not one request per object); the snapshot
 step done before `cluster` is (hidden behind provisioning).
 
-    .venv/bin/python scripts/bench_recover.py [--replicas 1 3] [--secrets 10 100 500]
+    .venv/bin/python scripts/bench_recover.py [--replicas 1 3] [--secrets 10 100 500] [--backend real emulated]
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import shutil
 import tempfile
 import threading
@@ -172,33 +173,40 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--replicas", type=int, nargs="+", default=[1, 3])
     parser.add_argument("--secrets", type=int, nargs="+", default=[10, 100, 500])
+    parser.add_argument("--backend", nargs="+", default=["real"], choices=["real", "emulated"])
     args = parser.parse_args()
     meter = Meter()
     print(
-        "| Vault pods | ExternalSecrets | step | duration | waited | dr's own | API requests | wait ticks | req/tick |"
+        "| backend | Vault pods | ExternalSecrets | step | duration | waited | dr's own | API requests | wait ticks"
+        " | req/tick |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     totals = []
-    for replicas in args.replicas:
-        for secrets in args.secrets:
-            summary, rows = scenario(meter, replicas, secrets)
-            for name, r in rows.items():
-                per = f"{r['requests'] / r['ticks']:.1f}" if r["ticks"] else "–"
-                print(
-                    f"| {replicas} | {secrets} | {name} | {r['duration']:.1f} s | {r['waited']:.1f} s"
-                    f" | {r['own']:.1f} s | {r['requests']} | {r['ticks']} | {per} |",
-                    flush=True,
-                )
-            snap_end = checkpoints.parse_timestamp(rows["snapshot"]["ended"])
-            cluster_end = checkpoints.parse_timestamp(rows["cluster"]["ended"])
-            totals.append((replicas, secrets, summary, snap_end <= cluster_end))
+    for backend in args.backend:
+        os.environ["DR_SANDBOX_BACKEND"] = backend  # every sandbox the scenario starts
+        for replicas in args.replicas:
+            for secrets in args.secrets:
+                summary, rows = scenario(meter, replicas, secrets)
+                for name, r in rows.items():
+                    per = f"{r['requests'] / r['ticks']:.1f}" if r["ticks"] else "–"
+                    print(
+                        f"| {backend} | {replicas} | {secrets} | {name} | {r['duration']:.1f} s | {r['waited']:.1f} s"
+                        f" | {r['own']:.1f} s | {r['requests']} | {r['ticks']} | {per} |",
+                        flush=True,
+                    )
+                snap_end = checkpoints.parse_timestamp(rows["snapshot"]["ended"])
+                cluster_end = checkpoints.parse_timestamp(rows["cluster"]["ended"])
+                totals.append((backend, replicas, secrets, summary, snap_end <= cluster_end))
     print()
-    print("| Vault pods | ExternalSecrets | RTO | dr's own time | share of RTO | snapshot hidden behind cluster |")
-    print("|---|---|---|---|---|---|")
-    for replicas, secrets, s, hidden in totals:
+    print(
+        "| backend | Vault pods | ExternalSecrets | RTO | dr's own time | share of RTO"
+        " | snapshot hidden behind cluster |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for backend, replicas, secrets, s, hidden in totals:
         share = 100 * s["orchestration_s"] / s["rto_s"]
         print(
-            f"| {replicas} | {secrets} | {s['rto_s']:.1f} s | {s['orchestration_s']:.1f} s | {share:.1f}% |"
+            f"| {backend} | {replicas} | {secrets} | {s['rto_s']:.1f} s | {s['orchestration_s']:.1f} s | {share:.1f}% |"
             f" {'yes' if hidden else 'no'} |"
         )
     print(f"\n(measured {time.strftime('%Y-%m-%d')})")

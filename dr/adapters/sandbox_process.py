@@ -10,6 +10,7 @@ after a sandbox process that was SIGKILLed.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -36,6 +37,7 @@ class SandboxInfo:
     pid: int | None = None
     url: str | None = None
     kubeconfig: Path | None = None
+    backend: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -45,6 +47,7 @@ class SandboxInfo:
             "pid": self.pid,
             "url": self.url,
             "kubeconfig": str(self.kubeconfig) if self.kubeconfig else None,
+            "backend": self.backend,
         }
 
 
@@ -81,10 +84,29 @@ def status(directory: Path) -> SandboxInfo:
         return SandboxInfo(directory, running=False, healthy=False)
     pid, url = int(info["pid"]), str(info["url"])
     running = alive(pid)
-    return SandboxInfo(directory, running, running and _healthy(directory, url), pid, url, Path(info["kubeconfig"]))
+    return SandboxInfo(
+        directory,
+        running,
+        running and _healthy(directory, url),
+        pid,
+        url,
+        Path(info["kubeconfig"]),
+        info.get("backend"),
+    )
 
 
 PLATFORM_REPO = "https://github.com/temitayocharles/platform-gitops.git"
+# Where `make testbed` puts the control plane it builds from testbed/*/go.mod (kine, kube-apiserver, ...).
+TESTBED_BIN = Path(os.environ.get("DR_TESTBED_BIN") or Path(__file__).resolve().parents[2] / ".tools" / "bin")
+CONTROL_PLANE = ("kine", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+BACKENDS = ("auto", "real", "emulated")
+
+
+def testbed_built() -> bool:
+    """True when every control-plane binary is there: `dr sandbox up` then runs the real control plane."""
+    return all(os.access(TESTBED_BIN / name, os.X_OK) for name in CONTROL_PLANE)
+
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "platform"
 
 
@@ -167,18 +189,38 @@ def up(
     *,
     repos: dict[str, str] | None = None,
     pod_ready_seconds: float | None = None,
-    timeout: float = 60.0,
+    backend: str | None = None,
+    timeout: float = 120.0,
 ) -> SandboxInfo:
     """Start the sandbox process in the background and return once its API serves.
 
     `repos` maps Git URLs to local directories for the simulated Argo CD (by
     default the project's `examples/platform` serves as the platform repo);
     settings are remembered in the dir, so a later `up` keeps them.
+    `backend` is `real` (kube-apiserver and friends from `make testbed`),
+    `emulated` (the project's own API, where no Go toolchain is), or `auto`:
+    real when built; unset, `DR_SANDBOX_BACKEND` decides (else auto), so
+    that every sandbox a command or a drill starts can be switched at once.
     """
+    backend = backend or os.environ.get("DR_SANDBOX_BACKEND") or "auto"
+    if backend not in BACKENDS:
+        raise errors.ConfigError(
+            f"sandbox backend {backend!r} (--backend or DR_SANDBOX_BACKEND): choose one of {', '.join(BACKENDS)}"
+        )
+    if backend == "real" and not testbed_built():
+        raise errors.ConfigError(
+            f"the real control plane is not built: {', '.join(CONTROL_PLANE)} are missing from {TESTBED_BIN}",
+            hint="run `make testbed` (needs Go >= 1.26 and the Go module proxy), or use --backend emulated",
+            runbook=RUNBOOK,
+        )
     directory = Path(directory).resolve()
     current = status(directory)
     if current.running:
         return current
+    if _starting(directory):
+        # A sandbox process holds the dir but does not serve yet: one whose `up` was killed while it waited
+        # (a resumed run's cluster step comes here). Starting a second one would only fail on its lock.
+        return _await_serving(directory, timeout)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
         (directory / "sandbox.json").unlink()
@@ -196,15 +238,17 @@ def up(
     files.write_atomic(settings_path, json.dumps(settings).encode())
     with (directory / "sandbox.log").open("ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "dr.sandbox", "serve", "--dir", str(directory)],
+            [sys.executable, "-m", "dr.sandbox", "serve", "--dir", str(directory), "--backend", backend],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-    _record_child(directory, proc.pid)
+    record_children(directory, [proc.pid])
 
     def ready() -> SandboxInfo | waiting.Pending:
+        if proc.poll() is not None and _starting(directory):
+            return _await_serving(directory, timeout)  # another `up` started one first: that one serves the dir
         if proc.poll() is not None:
             tail = (directory / "sandbox.log").read_text(errors="replace")[-2000:]
             raise errors.PermanentError(f"the sandbox process exited ({proc.returncode}):\n{tail}", runbook=RUNBOOK)
@@ -223,17 +267,55 @@ def up(
         ) from exc
 
 
+def _starting(directory: Path) -> bool:
+    """True while some process holds the dir's sandbox lock (the sandbox process takes it first thing)."""
+    try:
+        fd = os.open(directory / "sandbox.lock", os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing releases a lock this call took
+    return False
+
+
+def _await_serving(directory: Path, timeout: float) -> SandboxInfo:
+    def serving() -> SandboxInfo | waiting.Pending:
+        info = status(directory)
+        if info.healthy:
+            return info
+        if not _starting(directory):
+            raise errors.PermanentError(
+                f"the sandbox process starting in {directory} exited",
+                hint=f"read {directory / 'sandbox.log'}",
+                runbook=RUNBOOK,
+            )
+        return waiting.Pending("starting")
+
+    return waiting.wait_until(serving, what=f"the sandbox in {directory} to serve", timeout=timeout, interval=0.1)
+
+
 def _children_file(directory: Path) -> Path:
     return directory / "children.json"
 
 
-def _record_child(directory: Path, pid: int) -> None:
+def record_children(directory: Path, pids: list[int]) -> None:
+    """Add pids to children.json, which `down` stops even if the sandbox process was SIGKILLed.
+
+    Under a lock: `up` and the sandbox process's threads (control plane, Vault pods, dr's pods) add
+    their pids at the same moments, and a lost pid is an orphan that `down` would never stop.
+    """
     path = _children_file(directory)
-    try:
-        pids: list[int] = json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
-        pids = []
-    files.write_atomic(path, json.dumps(sorted({*pids, pid})).encode())
+    with (directory / "children.lock").open("a") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        try:
+            known: list[int] = json.loads(path.read_text())
+        except (FileNotFoundError, ValueError):
+            known = []
+        files.write_atomic(path, json.dumps(sorted({*known, *pids})).encode())
 
 
 def down(directory: Path, *, timeout: float = 15.0) -> list[int]:
@@ -244,24 +326,35 @@ def down(directory: Path, *, timeout: float = 15.0) -> list[int]:
     except (FileNotFoundError, ValueError):
         pids = []
     info = status(directory)
-    if info.pid:
-        pids.append(info.pid)
-    stopped = [p for p in sorted(set(pids)) if alive(p)]
-    for pid in stopped:  # the process group: the sandbox and anything it started
+    stopped = [p for p in sorted(set(pids) | ({info.pid} if info.pid else set())) if alive(p)]
+    # The sandbox process first: it stops its control plane in order (API server before its storage) and its
+    # Vault pods. Whatever it left (it may have been SIGKILLed) is stopped after, by signal.
+    if info.pid and alive(info.pid):
+        _stop([info.pid], timeout)
+    _stop([p for p in stopped if alive(p)], min(timeout, 5.0))
+    for name in ("sandbox.json", "children.json", "children.lock", "sandbox.lock"):
+        with contextlib.suppress(FileNotFoundError):
+            (directory / name).unlink()
+    return stopped
+
+
+def _stop(pids: list[int], timeout: float) -> None:
+    """SIGTERM each process and its group, SIGKILL what is still alive after `timeout`."""
+    for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGTERM)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while any(alive(p) for p in stopped) and time.monotonic() < deadline:
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
-    for pid in stopped:
+    for pid in pids:
         if alive(pid):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-    for name in ("sandbox.json", "children.json", "sandbox.lock"):
-        with contextlib.suppress(FileNotFoundError):
-            (directory / name).unlink()
-    return stopped
+    # A killed process still holds its ports until it has finished exiting: return once it has.
+    deadline = time.monotonic() + 10
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)

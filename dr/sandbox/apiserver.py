@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from dr.adapters import certs
-from dr.sandbox import portforward, resources, store
+from dr.sandbox import kube, portforward, proxy, resources, store
 
 VERSION = {
     "major": "1",
@@ -99,22 +99,6 @@ class Tokens:
         return claims if claims.get("exp", 0) > time.time() else None
 
 
-class Faults:
-    """Knobs for the fault campaign: latency and a rate of 5xx/429 answers, changeable while running."""
-
-    def __init__(self, latency_ms: int = 0, error_rate: float = 0.0, drop_watches: bool = False) -> None:
-        self.latency_ms = latency_ms
-        self.error_rate = error_rate
-        self.drop_watches = drop_watches  # end every watch after about a second: clients must re-list
-
-    def maybe_fail(self) -> tuple[int, str] | None:
-        if self.latency_ms:
-            time.sleep(self.latency_ms / 1000)
-        if self.error_rate and secrets.randbelow(10_000) < self.error_rate * 10_000:
-            return secrets.choice([(500, "InternalError"), (503, "ServiceUnavailable"), (429, "TooManyRequests")])
-        return None
-
-
 class ApiServer:
     """The emulated API: registry, store, tokens, faults and the HTTPS listener."""
 
@@ -131,7 +115,7 @@ class ApiServer:
         self.store = store.Store(self.registry)
         self.tokens = Tokens(signing_key)
         self.admin_token = admin_token or secrets.token_urlsafe(32)
-        self.faults = Faults()
+        self.faults = proxy.Faults()
         self.ca = ca
         self._stop = threading.Event()
         pair = ca.issue("apiserver", hosts=[host, "localhost", "kubernetes.default.svc"])
@@ -162,23 +146,7 @@ class ApiServer:
         self.httpd.server_close()
 
     def kubeconfig(self, name: str = "sandbox") -> dict[str, Any]:
-        return {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "current-context": name,
-            "preferences": {},
-            "clusters": [
-                {
-                    "name": name,
-                    "cluster": {
-                        "server": self.url,
-                        "certificate-authority-data": base64.b64encode(self.ca.pem.encode()).decode(),
-                    },
-                }
-            ],
-            "users": [{"name": f"{name}-admin", "user": {"token": self.admin_token}}],
-            "contexts": [{"name": name, "context": {"cluster": name, "user": f"{name}-admin", "namespace": "default"}}],
-        }
+        return kube.config(self.url, self.ca.pem, self.admin_token, name)
 
     # -- platform defaults and reactions ---------------------------------------------------
 

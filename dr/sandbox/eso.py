@@ -6,8 +6,8 @@ with a Vault provider it does what ESO's Vault provider does, for real:
 
 - resolves `server` (`http://<service>.<namespace>.svc:<port>`) to the ready
   pods behind that Service, through the API, active pod first;
-- asks the API for a token of `auth.kubernetes.serviceAccountRef` (TokenRequest,
-  audience `vault` unless the ref names others) and logs in at
+- asks the API for a token of `auth.kubernetes.serviceAccountRef` (TokenRequest
+  with the ref's `audiences`, else the API's own, as ESO does) and logs in at
   `auth/<mountPath>/login`, so OpenBao calls the cluster's TokenReview;
 - reads `<path>/data/<key>` (KV v2) or `<path>/<key>` (v1).
 
@@ -187,7 +187,12 @@ class ExternalSecrets(loop.Controller):
             issued = self.kube.request(
                 "POST",
                 f"/api/v1/namespaces/{namespace}/serviceaccounts/{ref.get('name')}/token",
-                {"spec": {"audiences": ref.get("audiences") or ["vault"], "expirationSeconds": 600}},
+                {
+                    "spec": {
+                        "expirationSeconds": 600,
+                        **({"audiences": ref["audiences"]} if ref.get("audiences") else {}),
+                    }
+                },
             )
         except kube.KubeError as exc:
             raise ProviderError(f"cannot create service account token: {exc.message}") from exc

@@ -11,12 +11,31 @@ served.
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 import requests
+
+
+def config(url: str, ca_pem: str, token: str, name: str = "sandbox") -> dict[str, Any]:
+    """The admin kubeconfig the sandbox writes for `dr`, kubectl and tests."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": name,
+        "preferences": {},
+        "clusters": [
+            {
+                "name": name,
+                "cluster": {"server": url, "certificate-authority-data": base64.b64encode(ca_pem.encode()).decode()},
+            }
+        ],
+        "users": [{"name": f"{name}-admin", "user": {"token": token}}],
+        "contexts": [{"name": name, "context": {"cluster": name, "user": f"{name}-admin", "namespace": "default"}}],
+    }
 
 
 class KubeError(Exception):
@@ -119,6 +138,9 @@ class Kube:
         items: list[dict[str, Any]] = self.request(
             "GET", path, params={"labelSelector": labels} if labels else None
         ).get("items", [])
+        for item in items:  # a real API leaves them out of list items; every caller needs them
+            item.setdefault("apiVersion", api_version)
+            item.setdefault("kind", kind)
         return items
 
     def create(self, obj: dict[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,15 @@ stands in for its stable DNS name. A Pod is Ready after `ready_seconds`,
 unless its workload is in the failing set (then its container crash-loops
 and a Deployment passes its progress deadline), or a `Runtime` owns the Pod
 (the Vault pods: real processes whose own health decides readiness).
+
+On the real control plane (`kubelet_only`) kube-controller-manager owns the
+workloads and kube-scheduler binds the pods; what is left here is the
+kubelet's part and K3s's local-path provisioner's: a Node that reports
+Ready and renews its Lease in `kube-node-lease` like a kubelet's heartbeat,
+status for the pods bound to it, the final delete of a pod whose deletion
+was asked for (once its process stopped), and a PersistentVolume (a
+directory of the sandbox) for every claim waiting for one, deleted with its
+data when the claim is released.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -40,6 +50,7 @@ class Container:
     last_exit: int | None = None
     waiting_reason: str = ""
     labels: dict[str, str] | None = None  # labels the workload sets on its own pod (Vault's service registration)
+    exit_code: int | None = None  # the container finished for good (restartPolicy Never): the pod's phase follows
 
 
 class Runtime(Protocol):
@@ -50,6 +61,8 @@ class Runtime(Protocol):
     def ensure(self, pod: dict[str, Any], volumes: dict[str, Path], peers: list[str]) -> Container: ...
 
     def release(self, namespace: str, name: str) -> None: ...
+
+    def stop_all(self) -> None: ...
 
 
 class Network:
@@ -82,6 +95,22 @@ class Network:
         with self.lock:
             if self.pods.pop(key, None) is not None:
                 self._save()
+
+
+NODE = "sandbox"
+HEARTBEAT_SECONDS = 10.0
+PROVISIONER = "dr.dev/sandbox-local-path"
+
+
+def _since(obj: dict[str, Any], kind: str, stamp: str) -> str:
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == kind:
+            return str(cond.get("lastTransitionTime") or stamp)
+    return stamp
+
+
+def _micro_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def template_hash(template: dict[str, Any]) -> str:
@@ -128,8 +157,11 @@ class Workloads(loop.Controller):
         ready_seconds: Callable[[], float],
         failing: Callable[[], set[str]],
         runtimes: list[Runtime],
+        kubelet_only: bool = False,
     ) -> None:
         super().__init__(api, stop)
+        self.kubelet_only = kubelet_only
+        self.heartbeat_at = 0.0
         self.network, self.volumes = network, volumes
         self.ready_seconds, self.failing = ready_seconds, failing
         self.runtimes = runtimes
@@ -141,6 +173,9 @@ class Workloads(loop.Controller):
     # -- the pass -------------------------------------------------------------------------
 
     def reconcile(self) -> None:
+        if self.kubelet_only:
+            self._kubelet()
+            return
         pods = self.kube.list("v1", "Pod")
         claims = {
             (c["metadata"]["namespace"], c["metadata"]["name"]): c
@@ -155,6 +190,154 @@ class Workloads(loop.Controller):
                 handle(workload, [p for p in pods if _owned_by(p, workload["metadata"]["uid"])], claims)
         self._forget_gone(pods)
         self._delete_released_volumes()
+
+    # -- the kubelet's and the provisioner's part on the real control plane ---------------------
+
+    def _kubelet(self) -> None:
+        if time.monotonic() - self.heartbeat_at >= HEARTBEAT_SECONDS:
+            self._heartbeat()
+        pods = self.kube.list("v1", "Pod")
+        claims = {
+            (c["metadata"]["namespace"], c["metadata"]["name"]): c
+            for c in self.kube.list("v1", "PersistentVolumeClaim")
+        }
+        self._provision(claims)
+        owners = self._owners()
+        for pod in pods:
+            if (pod.get("spec") or {}).get("nodeName") != NODE:
+                continue
+            try:
+                if pod["metadata"].get("deletionTimestamp"):
+                    self._finish_deletion(pod)
+                else:
+                    self._update_pod(self._top_owner(pod, owners), pod)
+            except kube.KubeError as exc:  # one pod the API refuses must not hold up every other pod's status
+                self.errors += 1
+                loop.log.warning("workloads: pod %s/%s: %s", pod["metadata"]["namespace"], pod["metadata"]["name"], exc)
+        self._forget_gone(pods)
+        self._delete_released_volumes()
+
+    def _heartbeat(self) -> None:
+        """Register the Node, report it Ready and renew its Lease, as a kubelet does every 10 s."""
+        stamp = store.now()
+        node = self.kube.get("v1", "Node", None, NODE)
+        if node is None:
+            labels = {
+                "kubernetes.io/hostname": NODE,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "node-role.kubernetes.io/control-plane": "true",
+            }
+            node = self.kube.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE, "labels": labels}})
+        resources = {"cpu": "8", "memory": "32Gi", "pods": "250", "ephemeral-storage": "100Gi"}
+        conditions = [
+            {
+                "type": kind,
+                "status": "True" if kind == "Ready" else "False",
+                "reason": reason,
+                "lastHeartbeatTime": stamp,
+                "lastTransitionTime": _since(node, kind, stamp),
+            }
+            for kind, reason in (
+                ("Ready", "KubeletReady"),
+                ("MemoryPressure", "KubeletHasSufficientMemory"),
+                ("DiskPressure", "KubeletHasNoDiskPressure"),
+                ("PIDPressure", "KubeletHasSufficientPID"),
+            )
+        ]
+        status = {
+            "capacity": resources,
+            "allocatable": resources,
+            "conditions": conditions,
+            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": NODE}],
+            "nodeInfo": {"kubeletVersion": "dr-sandbox", "operatingSystem": "linux", "architecture": "amd64"},
+        }
+        self.kube.patch(node, {"status": status}, status=True)
+        lease = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": NODE, "namespace": "kube-node-lease"},
+            "spec": {"holderIdentity": NODE, "leaseDurationSeconds": 40, "renewTime": _micro_now()},
+        }
+        self.kube.apply(lease, "dr-sandbox-node")
+        self.heartbeat_at = time.monotonic()
+
+    def _provision(self, claims: dict[tuple[str, str], dict[str, Any]]) -> None:
+        """K3s's local-path provisioner: a PersistentVolume on a sandbox directory, bound to the waiting claim."""
+        for claim in claims.values():
+            meta, spec = claim["metadata"], claim.get("spec") or {}
+            if spec.get("volumeName") or meta.get("deletionTimestamp"):
+                continue
+            path = self.volume(meta["namespace"], meta["name"])
+            path.mkdir(parents=True, exist_ok=True)
+            volume = {
+                "apiVersion": "v1",
+                "kind": "PersistentVolume",
+                "metadata": {
+                    "name": f"pvc-{meta['uid']}",
+                    "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER},
+                    "labels": {"dr.dev/claim-namespace": meta["namespace"]},
+                },
+                "spec": {
+                    "capacity": {
+                        "storage": ((spec.get("resources") or {}).get("requests") or {}).get("storage", "1Gi")
+                    },
+                    "accessModes": spec.get("accessModes") or ["ReadWriteOnce"],
+                    "persistentVolumeReclaimPolicy": "Delete",
+                    "storageClassName": spec.get("storageClassName") or "",
+                    "hostPath": {"path": str(path), "type": "DirectoryOrCreate"},
+                    "claimRef": {
+                        "apiVersion": "v1",
+                        "kind": "PersistentVolumeClaim",
+                        "namespace": meta["namespace"],
+                        "name": meta["name"],
+                        "uid": meta["uid"],
+                    },
+                },
+            }
+            with contextlib.suppress(kube.KubeError):  # made by an earlier pass; the PV controller binds it
+                self.kube.create(volume)
+        for pv in self.kube.list("v1", "PersistentVolume"):
+            ours = (pv["metadata"].get("annotations") or {}).get("pv.kubernetes.io/provisioned-by") == PROVISIONER
+            if ours and (pv.get("status") or {}).get("phase") in ("Released", "Failed"):
+                self.kube.delete(pv)  # reclaim policy Delete; the directory goes with its claim below
+
+    def _owners(self) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        for kind in ("ReplicaSet", "Deployment", "StatefulSet", "DaemonSet"):
+            for obj in self.kube.list("apps/v1", kind):
+                found[obj["metadata"]["uid"]] = obj
+        return found
+
+    @staticmethod
+    def _top_owner(obj: dict[str, Any], owners: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """The workload a pod belongs to (a Deployment through its ReplicaSet); the pod itself when none."""
+        for _ in range(3):
+            refs = [r for r in obj["metadata"].get("ownerReferences") or [] if r.get("controller")]
+            if not refs or refs[0]["uid"] not in owners:
+                return obj
+            obj = owners[refs[0]["uid"]]
+        return obj
+
+    def _finish_deletion(self, pod: dict[str, Any]) -> None:
+        """The kubelet's half of a pod's deletion: stop its process, then remove it for good."""
+        meta = pod["metadata"]
+        for runtime in self.runtimes:
+            runtime.release(meta["namespace"], meta["name"])
+        try:
+            self.kube.request(
+                "DELETE",
+                self.kube.path("v1", "Pod", meta["namespace"], meta["name"]),
+                {
+                    "kind": "DeleteOptions",
+                    "apiVersion": "v1",
+                    "gracePeriodSeconds": 0,
+                    "preconditions": {"uid": meta["uid"]},
+                },
+            )
+        except kube.KubeError as exc:
+            if exc.code not in (404, 409):  # gone already, or a new pod of the same name
+                raise
 
     def _bind_claims(self, claims: dict[tuple[str, str], dict[str, Any]]) -> None:
         """K3s's local-path provisioner: every claim binds to a directory under the sandbox dir."""
@@ -402,7 +585,24 @@ class Workloads(loop.Controller):
         image = ((pod.get("spec") or {}).get("containers") or [{}])[0].get("image", "")
         cname = ((pod.get("spec") or {}).get("containers") or [{}])[0].get("name", "main")
         state: dict[str, Any]
-        if container.running:
+        if container.exit_code is not None:
+            finished: dict[str, Any] = next(
+                (
+                    c["state"]["terminated"]
+                    for c in previous.get("containerStatuses") or []
+                    if "terminated" in (c.get("state") or {})
+                ),
+                {},
+            )
+            state = {
+                "terminated": {
+                    "exitCode": container.exit_code,
+                    "reason": "Completed" if container.exit_code == 0 else "Error",
+                    "startedAt": previous.get("startTime") or stamp,
+                    "finishedAt": finished.get("finishedAt") or stamp,
+                }
+            }
+        elif container.running:
             state = {"running": {"startedAt": (previous.get("startTime") or stamp)}}
         else:
             state = {"waiting": {"reason": container.waiting_reason or "ContainerCreating"}}
@@ -417,13 +617,17 @@ class Workloads(loop.Controller):
         }
         if container.last_exit is not None:
             status_entry["lastState"] = {"terminated": {"exitCode": container.last_exit, "reason": "Error"}}
+        if container.exit_code is not None:
+            phase = "Succeeded" if container.exit_code == 0 else "Failed"
+        else:
+            phase = "Running" if container.running or container.restarts else "Pending"
         status = {
-            "phase": "Running" if container.running or container.restarts else "Pending",
+            "phase": phase,
             "podIP": ip,
             "podIPs": [{"ip": ip}],
             "hostIP": "127.0.0.1",
             "startTime": previous.get("startTime") or stamp,
-            "qosClass": "BestEffort",
+            "qosClass": previous.get("qosClass") or "BestEffort",  # set by the API at creation, immutable
             "conditions": [
                 self._keep_time(previous, _condition("PodScheduled", True, stamp)),
                 self._keep_time(previous, _condition("Initialized", True, stamp)),

@@ -1,17 +1,20 @@
-"""The emulated API through the real kubernetes client (typed and dynamic): what recovery code will see."""
+"""The sandbox's API (real and emulated) through the real kubernetes client, typed and dynamic: what dr will see."""
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import kubernetes
 import pytest
 import yaml
 from kubernetes.dynamic import DynamicClient
 
-from dr.sandbox import apiserver
+from dr.sandbox import backends
+from tests.polling import eventually
 
 ApiException = kubernetes.client.ApiException
 
@@ -20,14 +23,17 @@ def core(client: kubernetes.client.ApiClient) -> kubernetes.client.CoreV1Api:
     return kubernetes.client.CoreV1Api(client)
 
 
-def test_discovery_version_and_defaults(client: kubernetes.client.ApiClient) -> None:
+def test_discovery_version_and_defaults(
+    client: kubernetes.client.ApiClient, api: backends.Emulated | backends.Real
+) -> None:
     """/version answers; default namespaces, the kubernetes Service and kube-root-ca.crt exist."""
-    assert "v1.31.0-dr-sandbox" == kubernetes.client.VersionApi(client).get_code().git_version
+    expected = {"real": "v1.37.2", "emulated": "v1.31.0-dr-sandbox"}[api.name]
+    assert expected == kubernetes.client.VersionApi(client).get_code().git_version
     names = {n.metadata.name for n in core(client).list_namespace().items}
     assert {"default", "kube-system", "kube-public"} <= names
     service = core(client).read_namespaced_service("kubernetes", "default")
     assert "https" == service.spec.ports[0].name
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30  # the real controller manager publishes it a few seconds after start
     while True:
         try:
             ca = core(client).read_namespaced_config_map("kube-root-ca.crt", "default")
@@ -203,48 +209,15 @@ def test_server_side_apply_creates_and_records_the_manager(client: kubernetes.cl
     assert ["dr"] == [m.manager for m in applied.metadata.managedFields]
 
 
-def test_status_subresource_is_isolated(client: kubernetes.client.ApiClient, namespace: str) -> None:
-    """Spec writes do not touch status and status writes do not touch spec; generation follows spec only."""
-    apps = kubernetes.client.AppsV1Api(client)
-    deployment = {
-        "metadata": {"name": "web"},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"a": "b"}},
-            "template": {
-                "metadata": {"labels": {"a": "b"}},
-                "spec": {"containers": [{"name": "c", "image": "nginx:1.27"}]},
-            },
-        },
-        "status": {"readyReplicas": 99},
-    }
-    created = apps.create_namespaced_deployment(namespace, deployment)
-    assert created.status is None or created.status.ready_replicas is None
-    apps.patch_namespaced_deployment_status("web", namespace, {"status": {"readyReplicas": 1, "replicas": 1}})
-    after_spec = apps.patch_namespaced_deployment(
-        "web", namespace, {"spec": {"replicas": 3}, "status": {"readyReplicas": 42}}
-    )
-    assert (3, 1, 2) == (after_spec.spec.replicas, after_spec.status.ready_replicas, after_spec.metadata.generation)
-    after_status = apps.patch_namespaced_deployment_status(
-        "web", namespace, {"spec": {"replicas": 9}, "status": {"readyReplicas": 3}}
-    )
-    assert (3, 3, 2) == (
-        after_status.spec.replicas,
-        after_status.status.ready_replicas,
-        after_status.metadata.generation,
-    )
-
-
-def test_crd_appears_in_discovery_and_is_established(client: kubernetes.client.ApiClient, namespace: str) -> None:
-    """A created CRD becomes Established, its kind resolves through discovery, and its objects are servable."""
-    crd = {
+def _crd(plural: str, kind: str) -> dict[str, Any]:
+    return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": "widgets.example.dr"},
+        "metadata": {"name": f"{plural}.example.dr"},
         "spec": {
             "group": "example.dr",
             "scope": "Namespaced",
-            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+            "names": {"plural": plural, "singular": kind.lower(), "kind": kind},
             "versions": [
                 {
                     "name": "v1",
@@ -256,15 +229,43 @@ def test_crd_appears_in_discovery_and_is_established(client: kubernetes.client.A
             ],
         },
     }
+
+
+def _established(client: kubernetes.client.ApiClient, name: str) -> None:
     ext = kubernetes.client.ApiextensionsV1Api(client)
-    ext.create_custom_resource_definition(crd)
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 10
     while True:
-        conditions = ext.read_custom_resource_definition("widgets.example.dr").status.conditions or []
+        conditions = ext.read_custom_resource_definition(name).status.conditions or []
         if any(c.type == "Established" and c.status == "True" for c in conditions):
-            break
+            return
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+def test_status_subresource_is_isolated(client: kubernetes.client.ApiClient, namespace: str) -> None:
+    """Spec writes do not touch status and status writes do not touch spec; generation follows spec only."""
+    kubernetes.client.ApiextensionsV1Api(client).create_custom_resource_definition(_crd("gadgets", "Gadget"))
+    _established(client, "gadgets.example.dr")
+    gadgets = DynamicClient(client).resources.get(api_version="example.dr/v1", kind="Gadget")
+    body = {"apiVersion": "example.dr/v1", "kind": "Gadget", "metadata": {"name": "g"}, "spec": {"size": 1}}
+    created = gadgets.create(body={**body, "status": {"ready": 99}}, namespace=namespace)
+    assert created.get("status") is None
+    merge = "application/merge-patch+json"
+    gadgets.status.patch(body={"status": {"ready": 1}}, name="g", namespace=namespace, content_type=merge)
+    after_spec = gadgets.patch(
+        body={"spec": {"size": 3}, "status": {"ready": 42}}, name="g", namespace=namespace, content_type=merge
+    )
+    assert (3, 1, 2) == (after_spec.spec.size, after_spec.status.ready, after_spec.metadata.generation)
+    after_status = gadgets.status.patch(
+        body={"spec": {"size": 9}, "status": {"ready": 3}}, name="g", namespace=namespace, content_type=merge
+    )
+    assert (3, 3, 2) == (after_status.spec.size, after_status.status.ready, after_status.metadata.generation)
+
+
+def test_crd_appears_in_discovery_and_is_established(client: kubernetes.client.ApiClient, namespace: str) -> None:
+    """A created CRD becomes Established, its kind resolves through discovery, and its objects are servable."""
+    kubernetes.client.ApiextensionsV1Api(client).create_custom_resource_definition(_crd("widgets", "Widget"))
+    _established(client, "widgets.example.dr")
     widgets = DynamicClient(client).resources.get(api_version="example.dr/v1", kind="Widget")
     widgets.create(
         body={"apiVersion": "example.dr/v1", "kind": "Widget", "metadata": {"name": "w1"}, "spec": {"size": 3}},
@@ -303,19 +304,24 @@ def test_namespace_deletion_and_owner_garbage_collection(client: kubernetes.clie
         },
     )
     api.delete_namespaced_config_map("owner", "doomed")
-    with pytest.raises(ApiException):
-        api.read_namespaced_secret("child", "doomed")
+
+    def gone(read: Any, *args: str) -> bool:
+        try:
+            read(*args)
+        except ApiException as exc:
+            return 404 == exc.status
+        return False
+
+    # Both happen in controllers (the garbage collector, the namespace controller): eventually, not at once.
+    eventually(lambda: gone(api.read_namespaced_secret, "child", "doomed"), "the dependent to be collected", 30)
     api.create_namespaced_config_map("doomed", {"metadata": {"name": "left"}})
     api.delete_namespace("doomed")
-    with pytest.raises(ApiException):
-        api.read_namespaced_config_map("left", "doomed")
-    with pytest.raises(ApiException) as ns_gone:
-        api.read_namespace("doomed")
-    assert 404 == ns_gone.value.status
+    eventually(lambda: gone(api.read_namespaced_config_map, "left", "doomed"), "the namespace's objects to go", 30)
+    eventually(lambda: gone(api.read_namespace, "doomed"), "the namespace to go", 30)
 
 
 def test_token_request_and_review(
-    client: kubernetes.client.ApiClient, namespace: str, api: apiserver.ApiServer
+    client: kubernetes.client.ApiClient, namespace: str, api: backends.Emulated | backends.Real
 ) -> None:
     """A TokenRequest JWT reviews as the service account with its uid and the requested audiences; forgeries fail."""
     core_api = core(client)
@@ -331,14 +337,14 @@ def test_token_request_and_review(
     assert ["vault"] == review.status.audiences
     head, body, _ = issued.status.token.split(".")
     forged = auth.create_token_review({"spec": {"token": f"{head}.{body}.AAAA"}})
-    assert forged.status.authenticated is False
+    assert not forged.status.authenticated  # the real API omits the field when false
     wrong_audience = auth.create_token_review({"spec": {"token": issued.status.token, "audiences": ["other"]}})
-    assert wrong_audience.status.authenticated is False
+    assert not wrong_audience.status.authenticated
 
 
-def test_unknown_bearer_token_is_401(api: apiserver.ApiServer, tmp_path: Path) -> None:
+def test_unknown_bearer_token_is_401(api: backends.Emulated | backends.Real, tmp_path: Path) -> None:
     """A kubeconfig with a wrong token gets 401 Unauthorized."""
-    config = api.kubeconfig()
+    config = copy.deepcopy(api.kubeconfig)
     config["users"][0]["user"]["token"] = "not-the-token"
     path = tmp_path / "kubeconfig"
     path.write_text(yaml.safe_dump(config))
@@ -348,7 +354,7 @@ def test_unknown_bearer_token_is_401(api: apiserver.ApiServer, tmp_path: Path) -
 
 
 def test_fault_knobs_answer_with_retry_after_and_drop_watches(
-    api: apiserver.ApiServer, client: kubernetes.client.ApiClient
+    api: backends.Emulated | backends.Real, client: kubernetes.client.ApiClient
 ) -> None:
     """Injected 429/503 answers carry Retry-After; with drop_watches a long watch ends within seconds."""
     import ssl
@@ -356,9 +362,7 @@ def test_fault_knobs_answer_with_retry_after_and_drop_watches(
     import urllib.request
 
     context = ssl.create_default_context(cadata=api.ca.pem)
-    request = urllib.request.Request(
-        f"{api.url}/api/v1/namespaces", headers={"Authorization": f"Bearer {api.admin_token}"}
-    )
+    request = urllib.request.Request(f"{api.url}/api/v1/namespaces", headers={"Authorization": f"Bearer {api.token}"})
     api.faults.error_rate = 1.0
     try:
         codes: dict[int, str | None] = {}
@@ -380,3 +384,32 @@ def test_fault_knobs_answer_with_retry_after_and_drop_watches(
         assert time.monotonic() - start < 10
     finally:
         api.faults.drop_watches = False
+
+
+def test_a_namespace_with_a_finalizer_pending_stays_terminating_until_it_is_removed(
+    client: kubernetes.client.ApiClient,
+) -> None:
+    """The namespace controller deletes what it can, reports what holds it, and finishes once the finalizer goes."""
+    api = core(client)
+    api.create_namespace({"metadata": {"name": "held-ns"}})
+    api.create_namespaced_config_map("held-ns", {"metadata": {"name": "held", "finalizers": ["dr.test/hold"]}})
+    api.create_namespaced_config_map("held-ns", {"metadata": {"name": "free"}})
+    api.delete_namespace("held-ns")
+
+    def free_gone() -> bool:
+        return "free" not in {c.metadata.name for c in api.list_namespaced_config_map("held-ns").items}
+
+    eventually(free_gone, "the namespace's other objects deleted", 30)
+    namespace = api.read_namespace("held-ns")
+    assert "Terminating" == namespace.status.phase
+    assert api.read_namespaced_config_map("held", "held-ns").metadata.deletion_timestamp is not None
+    api.patch_namespaced_config_map("held", "held-ns", {"metadata": {"finalizers": None}})
+
+    def namespace_gone() -> bool:
+        try:
+            api.read_namespace("held-ns")
+        except ApiException as exc:
+            return 404 == exc.status
+        return False
+
+    eventually(namespace_gone, "the namespace to finish", 60)

@@ -1,4 +1,7 @@
-"""The simulated workload and Argo CD controllers, in this process, against their own emulated API.
+"""The node agent, the simulated workload and Argo CD controllers, in this process, on each API backend.
+
+On the real control plane kube-controller-manager owns the workloads and kube-scheduler binds the pods, and
+the agent only plays the kubelet and the volume provisioner; on the emulator the agent does all of it.
 
 Faster and more precise than the whole platform: each test writes a small
 Git-shaped repository, points an Application at it and watches what Argo CD's
@@ -19,14 +22,14 @@ import pytest
 import yaml
 
 from dr.adapters import certs
-from dr.sandbox import apiserver, argocd, charts, kube, workloads
+from dr.sandbox import argocd, backends, charts, kube, workloads
 from tests.polling import eventually
 
 REPO = "https://git.example/platform.git"
 
 
 class Cluster:
-    def __init__(self, api: apiserver.ApiServer, client: kubernetes.client.ApiClient, root: Path) -> None:
+    def __init__(self, api: backends.Emulated | backends.Real, client: kubernetes.client.ApiClient, root: Path) -> None:
         self.api, self.client, self.repo, self.volumes = api, client, root / "repo", root / "volumes"
         self.core = kubernetes.client.CoreV1Api(client)
         self.apps_api = kubernetes.client.AppsV1Api(client)
@@ -72,14 +75,14 @@ def deployment(name: str, wave: int = 0, replicas: int = 1) -> dict[str, Any]:
     return made
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+@pytest.fixture(scope="module", params=["real", "emulated"])
+def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """An API, the workload controller (pods Ready after 0.5 s) and Argo CD, installed as a user installs it."""
-    root = tmp_path_factory.mktemp("controllers")
-    api = apiserver.ApiServer(certs.CertificateAuthority(root / "ca"))
-    api.serve_in_thread()
+    root = tmp_path_factory.mktemp(f"controllers-{request.param}")
+    api = backends.make(request.param, root, certs.CertificateAuthority(root / "ca"), secrets.token_urlsafe(32))
+    api.start()
     stop = threading.Event()
-    client = kube.Kube(api.url, api.admin_token, str(api.ca.cert_path))
+    client = kube.Kube(api.url, api.token, str(api.ca.cert_path))
     repo = root / "repo"
     repo.mkdir()
     controllers = [
@@ -91,13 +94,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             ready_seconds=lambda: 0.5,
             failing=lambda: set(),
             runtimes=[],
+            kubelet_only=api.name == "real",
         ),
         argocd.ArgoCD(client.clone(), stop, repos=lambda: {REPO: str(repo)}, refresh_seconds=lambda: 3600.0),
     ]
     for controller in controllers:
         controller.start()
     config = root / "kubeconfig"
-    config.write_text(yaml.safe_dump(api.kubeconfig()))
+    config.write_text(yaml.safe_dump(api.kubeconfig))
     made = Cluster(api, kubernetes.config.new_client_from_config(str(config)), root)
     made.core.create_namespace({"metadata": {"name": "argocd"}})
     for obj in charts.argo_cd("argo-cd", "argocd", "argocd", "argocd", {}):
@@ -106,7 +110,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield made
     finally:
         stop.set()
-        api.shutdown()
+        api.stop()
 
 
 def test_pods_get_their_own_loopback_ips_become_ready_and_come_back_when_deleted(cluster: Cluster) -> None:
@@ -126,7 +130,7 @@ def test_pods_get_their_own_loopback_ips_become_ready_and_come_back_when_deleted
     ips = {p.status.pod_ip for p in pods}
     assert 3 == len(ips)
     assert all(ip.startswith("127.") for ip in ips)
-    assert all(p.metadata.owner_references[0].name == "web" for p in pods)
+    assert all(p.metadata.owner_references[0].name.startswith("web") for p in pods)  # real: its ReplicaSet
     cluster.core.delete_namespaced_pod(pods[0].metadata.name, ns)
     eventually(
         lambda: (
@@ -148,7 +152,14 @@ def test_statefulset_pods_are_ordered_keep_their_names_and_claims(cluster: Clust
         {"app": "db"},
         "postgres:16",
         replicas=3,
-        extra={"volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"]}}]},
+        extra={
+            "volumeClaimTemplates": [
+                {
+                    "metadata": {"name": "data"},
+                    "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+                }
+            ]
+        },
     )
     cluster.apps_api.create_namespaced_stateful_set(ns, body)
     # OrderedReady: db-1 is created only once db-0 is Ready.
@@ -169,7 +180,11 @@ def test_statefulset_pods_are_ordered_keep_their_names_and_claims(cluster: Clust
     cluster.core.delete_namespaced_pod("db-1", ns)
     again = eventually(
         lambda: next(
-            (p for p in cluster.core.list_namespaced_pod(ns).items if p.metadata.name == "db-1" and p.status.pod_ip),
+            (
+                p
+                for p in cluster.core.list_namespaced_pod(ns).items
+                if p.metadata.name == "db-1" and p.metadata.uid != pods["db-1"].metadata.uid and p.status.pod_ip
+            ),
             None,
         ),
         "db-1 recreated",

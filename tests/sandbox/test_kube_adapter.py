@@ -12,7 +12,7 @@ import pytest
 
 from dr import errors
 from dr.adapters import kube
-from dr.sandbox import apiserver
+from dr.sandbox import backends
 from tests.httpstub import JsonHandler
 
 MANIFEST = (
@@ -57,7 +57,7 @@ def test_a_directory_is_read_through_its_kustomization_and_bad_yaml_is_a_config_
 
 
 def test_5xx_and_429_are_transient_with_retry_after_and_4xx_permanent(
-    api: apiserver.ApiServer, kubeconfig: Path
+    api: backends.Emulated | backends.Real, kubeconfig: Path
 ) -> None:
     client = kube.Kube(kubeconfig)
     assert client.get("v1", "Namespace", "default") is not None

@@ -12,7 +12,7 @@ import pytest
 
 from dr import errors, secret
 from dr.adapters import vault
-from dr.sandbox import apiserver
+from dr.sandbox import backends
 from tests.harness_vault import Original, remember
 
 MANIFEST = """\
@@ -32,22 +32,26 @@ spec:
 """
 
 
-def test_kubectl_apply_get_delete(kubeconfig: Path, tmp_path: Path) -> None:
-    """kubectl apply (client- and server-side), get -o json and delete work through the kubeconfig."""
+def test_kubectl_apply_get_delete(kubeconfig: Path, tmp_path: Path, api: backends.Emulated | backends.Real) -> None:
+    """kubectl apply (client- and server-side), get -o json and delete work through the kubeconfig.
+
+    Plain `kubectl apply -f` validates against the server's OpenAPI: the real API serves it, the emulator
+    does not (there, `--validate=false`).
+    """
     manifest = tmp_path / "m.yaml"
     manifest.write_text(MANIFEST)
+    validate = [] if api.name == "real" else ["--validate=false"]
 
     def kubectl(*args: str) -> subprocess.CompletedProcess[str]:
-        # --validate=false: the emulator serves no OpenAPI schema for client-side validation.
         return subprocess.run(
             ["kubectl", "--kubeconfig", str(kubeconfig), *args], capture_output=True, text=True, timeout=60, check=False
         )
 
-    first = kubectl("apply", "--validate=false", "-f", str(manifest))
+    first = kubectl("apply", *validate, "-f", str(manifest))
     assert 0 == first.returncode, first.stderr
     assert "configmap/from-kubectl created" in first.stdout
-    assert "unchanged" in kubectl("apply", "--validate=false", "-f", str(manifest)).stdout
-    assert 0 == kubectl("apply", "--server-side", "--validate=false", "-f", str(manifest)).returncode
+    assert "unchanged" in kubectl("apply", *validate, "-f", str(manifest)).stdout
+    assert 0 == kubectl("apply", "--server-side", *validate, "-f", str(manifest)).returncode
     got = json.loads(kubectl("get", "configmap", "from-kubectl", "-o", "json").stdout)
     assert {"a": "1"} == got["data"]
     deleted = kubectl("delete", "-f", str(manifest))
@@ -55,15 +59,19 @@ def test_kubectl_apply_get_delete(kubeconfig: Path, tmp_path: Path) -> None:
     assert "NotFound" in kubectl("get", "deployment", "web").stderr
 
 
-def test_openbao_kubernetes_auth_reviews_tokens_with_the_emulator(
-    original: Original, api: apiserver.ApiServer, client: kubernetes.client.ApiClient
+def test_openbao_kubernetes_auth_reviews_tokens_with_the_sandbox_api(
+    original: Original, api: backends.Emulated | backends.Real, client: kubernetes.client.ApiClient
 ) -> None:
-    """OpenBao logs in an emulator-issued service-account token through TokenReview; a forged one gets 403."""
+    """OpenBao logs in a sandbox-issued service-account token through TokenReview; a forged one gets 403.
+
+    On the real API, RBAC holds too: OpenBao reviews with the client's own token, which may create
+    TokenReviews only once the account is bound to system:auth-delegator (as the platform binds ESO's).
+    """
     core = kubernetes.client.CoreV1Api(client)
     core.create_namespace({"metadata": {"name": "external-secrets"}})
     core.create_namespaced_service_account("external-secrets", {"metadata": {"name": "external-secrets"}})
     issued = core.create_namespaced_service_account_token(
-        "external-secrets", "external-secrets", {"spec": {"audiences": ["vault"], "expirationSeconds": 600}}
+        "external-secrets", "external-secrets", {"spec": {"expirationSeconds": 600}}
     )
     jwt = secret.Secret(issued.status.token)
     remember(jwt)
@@ -81,11 +89,24 @@ def test_openbao_kubernetes_auth_reviews_tokens_with_the_emulator(
         data={
             "bound_service_account_names": ["external-secrets"],
             "bound_service_account_namespaces": ["external-secrets"],
-            "audience": "vault",
             "token_policies": ["default"],
             "token_ttl": "5m",
         },
     )
+    if api.name == "real":
+        with pytest.raises(errors.PermanentError, match="permission denied"):
+            vault.VaultNode(original.procs.addresses[0]).login_kubernetes("eso", jwt, mount="sandbox-k8s")
+        kubernetes.client.RbacAuthorizationV1Api(client).create_cluster_role_binding(
+            {
+                "metadata": {"name": "eso-tokenreview"},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": "system:auth-delegator",
+                },
+                "subjects": [{"kind": "ServiceAccount", "name": "external-secrets", "namespace": "external-secrets"}],
+            }
+        )
     token = vault.VaultNode(original.procs.addresses[0]).login_kubernetes("eso", jwt, mount="sandbox-k8s")
     remember(token)
     assert "default" in vault.VaultNode(original.procs.addresses[0], token=token).lookup_self()["policies"]

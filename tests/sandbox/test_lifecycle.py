@@ -15,8 +15,9 @@ import kubernetes
 import pytest
 from click.testing import CliRunner, Result
 
-from dr import cli
-from dr.adapters import sandbox_process
+from dr import cli, errors
+from dr.adapters import kube, sandbox_process, vault
+from tests.polling import eventually
 
 
 @pytest.fixture(autouse=True)
@@ -51,9 +52,23 @@ def alive(pid: int) -> bool:
     return sandbox_process.alive(pid)
 
 
+def started_in(directory: Path) -> list[str]:
+    """Every live process whose command line names the sandbox dir: the control plane's four, OpenBao's."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if proc.name.isdigit() and str(directory) in argv and alive(int(proc.name)):
+            found.append(argv)
+    return found
+
+
 def assert_gone(info: dict[str, object]) -> None:
     assert not alive(int(info["pid"]))  # type: ignore[call-overload]
     assert not listening(str(info["url"]))
+    assert [] == started_in(Path(str(info["kubeconfig"])).parent)
 
 
 def core(directory: Path) -> kubernetes.client.CoreV1Api:
@@ -156,7 +171,7 @@ def test_vault_pods_are_real_openbao_and_down_stops_them(tmp_path: Path) -> None
     info = up(tmp_path / "sb")
     manifest = tmp_path / "vault.yaml"
     manifest.write_text(VAULT)
-    kubectl = ["kubectl", "--kubeconfig", str(tmp_path / "sb" / "kubeconfig"), "apply", "--validate=false"]
+    kubectl = ["kubectl", "--kubeconfig", str(tmp_path / "sb" / "kubeconfig"), "apply"]
     assert 0 == subprocess.run([*kubectl, "-f", str(manifest)], capture_output=True, timeout=60, check=False).returncode
     config = str(tmp_path / "sb" / "dr.yaml")
     deadline = time.monotonic() + 30
@@ -170,10 +185,47 @@ def test_vault_pods_are_real_openbao_and_down_stops_them(tmp_path: Path) -> None
     assert "uninitialized" == node["role"]
     assert 1 == status.exit_code  # not initialised yet: not healthy
     children = json.loads((tmp_path / "sb" / "children.json").read_text())
-    bao_pids = [p for p in children if p != info["pid"]]
+    bao_pids = [p for p in children if p != info["pid"] and b"bao" in Path(f"/proc/{p}/cmdline").read_bytes()]
     assert len(bao_pids) == 1
+    plane = [p for p in children if p != info["pid"] and p not in bao_pids]
+    assert 4 == len(plane)  # kine, kube-apiserver, kube-controller-manager, kube-scheduler
     os.kill(int(info["pid"]), signal.SIGKILL)  # type: ignore[call-overload]
     assert alive(bao_pids[0])  # the OpenBao process outlives a crashed sandbox process...
+    assert all(alive(p) for p in plane)  # ...and so does the control plane...
     assert 0 == dr("sandbox", "down", "--dir", str(tmp_path / "sb")).exit_code
-    assert not alive(bao_pids[0])  # ...and down still stops it
+    assert not alive(bao_pids[0])  # ...and down still stops them
+    assert not any(alive(p) for p in plane)
     assert not listening(node["address"].replace("http://", "https://"))
+    assert_gone(info)
+
+
+def test_a_port_forward_reaches_a_vault_pod_through_the_emulated_api(tmp_path: Path) -> None:
+    """From outside a real cluster pod IPs do not route: dr reaches Vault through pods/portforward instead.
+
+    On the emulator only: the real API server forwards to the node's kubelet API, which the sandbox's node
+    agent does not serve (yet).
+    """
+    up(tmp_path / "sb", "--backend", "emulated")
+    manifest = tmp_path / "vault.yaml"
+    manifest.write_text(VAULT)
+    kubectl = ["kubectl", "--kubeconfig", str(tmp_path / "sb" / "kubeconfig"), "apply", "--validate=false"]
+    assert 0 == subprocess.run([*kubectl, "-f", str(manifest)], capture_output=True, timeout=60, check=False).returncode
+    api = kube.Kube(tmp_path / "sb" / "kubeconfig")
+    pod = eventually(
+        lambda: next((p for p in api.objects("v1", "Pod", "vault") if (p.get("status") or {}).get("podIP")), None),
+        "vault-0 with an address",
+    )
+    address = api.pod_address(pod, 8200, direct=False)
+    assert address.startswith("http://127.0.0.1:")
+    assert pod["status"]["podIP"] not in address
+    node = vault.VaultNode(address)
+    def uninitialised() -> bool:
+        try:
+            return 501 == node.health_code()
+        except errors.TransientError:
+            return False  # OpenBao is still starting behind the tunnel
+
+    eventually(uninitialised, "an uninitialised node's answer through the tunnel")
+    for _ in range(3):  # every connection is its own stream; the forward stays up between them
+        assert not node.seal_status().initialized
+    assert address == api.pod_address(pod, 8200, direct=False)  # one forward per pod port
