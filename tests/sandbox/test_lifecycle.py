@@ -219,6 +219,7 @@ def test_a_port_forward_reaches_a_vault_pod_through_the_emulated_api(tmp_path: P
     assert address.startswith("http://127.0.0.1:")
     assert pod["status"]["podIP"] not in address
     node = vault.VaultNode(address)
+
     def uninitialised() -> bool:
         try:
             return 501 == node.health_code()
