@@ -332,6 +332,12 @@ def down(directory: Path, *, timeout: float = 15.0) -> list[int]:
     if info.pid and alive(info.pid):
         _stop([info.pid], timeout)
     _stop([p for p in stopped if alive(p)], min(timeout, 5.0))
+    try:  # anything the sandbox started while it was being stopped is recorded too
+        late = [p for p in json.loads(_children_file(directory).read_text()) if p not in stopped and alive(p)]
+    except (FileNotFoundError, ValueError):
+        late = []
+    _stop(late, min(timeout, 5.0))
+    stopped += late
     for name in ("sandbox.json", "children.json", "children.lock", "sandbox.lock"):
         with contextlib.suppress(FileNotFoundError):
             (directory / name).unlink()

@@ -66,6 +66,7 @@ class DrContainers:
         self.kube, self.roots, self.api_address, self.on_spawn = api, roots, api_address, on_spawn
         self.runs: dict[str, _Run] = {}
         self.lock = threading.Lock()
+        self.closed = False
 
     def claims(self, pod: dict[str, Any]) -> bool:
         return _image(pod).split(":")[0] == IMAGE
@@ -73,6 +74,8 @@ class DrContainers:
     def ensure(self, pod: dict[str, Any], volumes: dict[str, Path], peers: list[str]) -> workloads.Container:
         key = f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"
         with self.lock:
+            if self.closed:  # the sandbox is stopping: start nothing new
+                return workloads.Container(ready=False, running=False, waiting_reason="ContainerCreating")
             run = self.runs.get(key)
             if run is None:
                 try:
@@ -102,6 +105,8 @@ class DrContainers:
         shutil.rmtree(run.root, ignore_errors=True)
 
     def stop_all(self) -> None:
+        with self.lock:
+            self.closed = True
         for key in list(self.runs):
             namespace, _, name = key.partition("/")
             self.release(namespace, name)
@@ -238,12 +243,20 @@ def _data(obj: dict[str, Any]) -> dict[str, bytes]:
     return {k: str(v).encode() for k, v in (obj.get("data") or {}).items()}
 
 
+def _kept() -> list[str]:
+    """What the process itself needs from the host: the project (an editable install) and its interpreter."""
+    project = Path(__file__).resolve().parents[2]
+    return sorted({str(project), sys.prefix, sys.base_prefix, str(Path(sys.executable).resolve().parent)})
+
+
 def _script(root: Path, mounts: list[tuple[str, str]], hosts: Path) -> str:
     """The shell run inside the new mount namespace: overlays, mount points, binds, then exec the command.
 
-    Binds over /tmp come last: the pod's own files may live under the host's /tmp.
+    A pod's mount may cover where the project or its interpreter lives (an emptyDir on /tmp, and a clone
+    under /tmp): those are bound aside first and put back on top after the pod's mounts.
     """
     lines = ["set -e", "mount --make-rprivate /"]
+    kept = _kept()
     for path in OVERLAID:
         name = path.strip("/")
         upper, work = root / "overlay" / name / "upper", root / "overlay" / name / "work"
@@ -253,9 +266,13 @@ def _script(root: Path, mounts: list[tuple[str, str]], hosts: Path) -> str:
             f"mount -t overlay overlay -o lowerdir={path},upperdir={shlex.quote(str(upper))},"
             f"workdir={shlex.quote(str(work))} {path}"
         )
+    for i, path in enumerate(kept):  # in /run's overlay, so nothing is made on the host
+        lines.append(f"mkdir -p /run/dr-kept/{i} && mount --bind {shlex.quote(path)} /run/dr-kept/{i}")
     lines.append(f"cat {shlex.quote(str(hosts))} > /etc/hosts")
     for source, target in sorted(mounts, key=lambda m: m[1].startswith("/tmp")):  # noqa: S108 - the pod's /tmp
         lines.append(f"mkdir -p {shlex.quote(target)}")
         lines.append(f"mount --bind {shlex.quote(source)} {shlex.quote(target)}")
+    for i, path in enumerate(kept):
+        lines.append(f"mkdir -p {shlex.quote(path)} && mount --bind /run/dr-kept/{i} {shlex.quote(path)}")
     lines.append('exec "$@"')
     return "\n".join(lines)

@@ -74,6 +74,7 @@ class VaultPods:
         self.pods: dict[str, _Pod] = {}
         self.on_spawn = on_spawn
         self.lock = threading.Lock()
+        self.closed = False
 
     def claims(self, pod: dict[str, Any]) -> bool:
         labels = pod["metadata"].get("labels") or {}
@@ -86,6 +87,8 @@ class VaultPods:
         if data is None:
             return workloads.Container(ready=False, running=False, waiting_reason="ContainerCreating")
         with self.lock:
+            if self.closed:  # the sandbox is stopping: a pass still running must not start a server now
+                return workloads.Container(ready=False, running=False, waiting_reason="ContainerCreating")
             state = self.pods.get(key)
             if state is None:
                 state = self.pods[key] = self._start(pod, data, peers)
@@ -179,6 +182,7 @@ class VaultPods:
 
     def stop_all(self) -> None:
         with self.lock:
+            self.closed = True
             states = list(self.pods.values())
             self.pods.clear()
         for state in states:

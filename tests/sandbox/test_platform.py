@@ -219,7 +219,10 @@ def test_full_install_vault_gates_health_and_eso_delivers_the_secret(platform: P
     time.sleep(2)  # it stays so: the pods run but OpenBao is uninitialised, hence not Ready
     assert "Progressing" == health(platform.app("vault"))
     assert all(not pod_ready(p) for p in platform.vault_pods())
-    assert {"true"} == {p["metadata"]["labels"]["vault-sealed"] for p in platform.vault_pods()}
+    eventually(  # labelled by the pods themselves once OpenBao answers (Vault's service registration)
+        lambda: {"true"} == {(p["metadata"].get("labels") or {}).get("vault-sealed") for p in platform.vault_pods()},
+        "every Vault pod labelled sealed",
+    )
     assert "Degraded" == health(platform.app("workloads-app"))  # the ExternalSecret cannot sync yet
 
     unseal_and_configure(platform)
