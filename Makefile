@@ -63,7 +63,7 @@ testbed:
 	@bash testbed/build.sh
 
 unit: install system-deps testbed
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile  # two workers, one test file each: the sandbox tests mostly wait
 
 test: lint typecheck unit
 
