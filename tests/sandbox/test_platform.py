@@ -547,12 +547,16 @@ def test_a_project_violation_and_a_failing_workload_show_as_argo_shows_them(plat
     try:
         # Its rollout finished long ago, so no progress deadline applies: Argo CD shows it Progressing, its pods
         # unavailable (as on a real cluster; Degraded comes only from a rollout that passes its deadline).
-        app = eventually(
-            lambda: (a := platform.app("workloads-app")) and health(a) == "Progressing" and a,
-            "workloads-app Progressing",
-        )
-        row = next(r for r in app["status"]["resources"] if r["kind"] == "Deployment")
         message = "Waiting for rollout to finish: 0 of 2 updated replicas are available..."
+
+        def deployment_row() -> dict[str, Any] | None:
+            app = platform.app("workloads-app")
+            rows = (app.get("status") or {}).get("resources") or []
+            row = next((r for r in rows if r["kind"] == "Deployment"), None)
+            # Both pods fail one after the other: "1 of 2" comes first.
+            return row if health(app) == "Progressing" and row and row["health"].get("message") == message else None
+
+        row = eventually(deployment_row, "workloads-app Progressing with both pods unavailable")
         assert {"status": "Progressing", "message": message} == row["health"]
         pods = platform.core.list_namespaced_pod("workloads", label_selector="app.kubernetes.io/name=demo-app").items
         assert {"CrashLoopBackOff"} == {p.status.container_statuses[0].state.waiting.reason for p in pods}
