@@ -816,8 +816,9 @@ def sandbox_status_cmd(ctx: click.Context, directory: str, output: str) -> None:
 @click.option("--drop-watches/--keep-watches", default=None, help="End every watch after about a second.")
 @click.option("--fail-workload", "fail", multiple=True, metavar="NS/NAME", help="Make a workload's pods crash-loop.")
 @click.option("--heal-workload", "heal", multiple=True, metavar="NS/NAME", help="Stop a workload failing.")
-@click.option("--kill-pod", "kill", multiple=True, metavar="NS/POD", help="SIGKILL a Vault pod's OpenBao (a crash).")
-@click.option("--restart-pod", "restart", multiple=True, metavar="NS/POD", help="Restart a Vault pod's OpenBao.")
+@click.option("--eso-failing/--eso-working", default=None, help="Cut External Secrets off from Vault, or stop that.")
+@click.option("--kill-pod", "kill", multiple=True, metavar="NS/POD", help="SIGKILL a Vault or ESO pod's process.")
+@click.option("--restart-pod", "restart", multiple=True, metavar="NS/POD", help="Restart a Vault or ESO pod's process.")
 @click.pass_obj
 def sandbox_faults_cmd(
     app: App,
@@ -827,10 +828,11 @@ def sandbox_faults_cmd(
     drop_watches: bool | None,
     fail: tuple[str, ...],
     heal: tuple[str, ...],
+    eso_failing: bool | None,
     kill: tuple[str, ...],
     restart: tuple[str, ...],
 ) -> None:
-    """Change the fault knobs of a running (or future) sandbox, or crash its Vault pods."""
+    """Change the fault knobs of a running (or future) sandbox, or crash its Vault and ESO pods."""
     app.load()
     knobs = sandbox_process.set_faults(
         Path(directory),
@@ -839,13 +841,14 @@ def sandbox_faults_cmd(
         drop_watches=drop_watches,
         fail=fail,
         heal=heal,
+        eso_failing=eso_failing,
     )
     for pod in kill:
         sandbox_process.pod_fault(Path(directory), pod, kill=True)
-        click.echo(f"killed {pod}'s OpenBao process; the pod restarts it sealed")
+        click.echo(f"killed {pod}'s process; the pod restarts it (a Vault pod comes back sealed)")
     for pod in restart:
         sandbox_process.pod_fault(Path(directory), pod, kill=False)
-        click.echo(f"restarted {pod}'s OpenBao process; it comes back sealed")
+        click.echo(f"restarted {pod}'s process (a Vault pod comes back sealed)")
     click.echo("faults: " + ", ".join(f"{k}={v}" for k, v in sorted(knobs.items())))
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the sandbox's control plane (kine, kube-apiserver, kube-controller-manager, kube-scheduler) from the pinned
-# Go modules in testbed/*/ into .tools/bin/.
+# Builds the sandbox's real components from the pinned Go modules in testbed/*/ into .tools/bin/: the control plane
+# (kine, kube-apiserver, kube-controller-manager, kube-scheduler) and the External Secrets Operator's controller, with
+# ESO's upstream CRDs (external-secrets-crds.yaml, from the same module) beside it.
 #
 # A cold build takes about ten minutes on two cores, so finished binaries are kept in a cache outside the clone
 # (${DR_TESTBED_CACHE:-~/.cache/dr-testbed}/<key>/), keyed on go.mod, go.sum, the build flags and the Go version: a
@@ -24,12 +25,16 @@ CACHE=${DR_TESTBED_CACHE:-${HOME}/.cache/dr-testbed}
 OUT=.tools/bin
 mkdir -p "$OUT"
 
-# build MODULE_DIR LDFLAGS PACKAGE...
+# build MODULE_DIR LDFLAGS PACKAGE... [-- MODULE:PATH=NAME...]: the packages, and files copied out of their modules
 build() {
 	local dir=$1 ldflags=$2
 	shift 2
+	local packages=() extras=()
+	while [ $# -gt 0 ] && [ "$1" != -- ]; do packages+=("$1"); shift; done
+	[ $# -gt 0 ] && shift && extras=("$@")
+	set -- "${packages[@]}"
 	local key
-	key=$( (cat "$dir/go.mod" "$dir/go.sum"; echo "$ldflags" "$*"; go env GOVERSION GOOS GOARCH CGO_ENABLED) |
+	key=$( (cat "$dir/go.mod" "$dir/go.sum"; echo "$ldflags" "$*" "${extras[*]}"; go env GOVERSION GOOS GOARCH CGO_ENABLED) |
 		sha256sum | cut -c1-16)
 	local cached=$CACHE/$(basename "$dir")-$key
 	if [ ! -f "$cached/.complete" ]; then
@@ -41,6 +46,15 @@ build() {
 			echo "testbed: the build failed (output above); rerun with: make testbed" >&2
 			exit 2
 		}
+		local extra module rest
+		for extra in "${extras[@]}"; do # MODULE:PATH=NAME
+			module=${extra%%:*} rest=${extra#*:}
+			module=$(cd "$dir" && go list -m -f '{{.Dir}}' "$module") && cp "$module/${rest%=*}" "$tmp/${rest#*=}" || {
+				rm -rf "$tmp"
+				echo "testbed: ${rest%=*} is not in ${extra%%:*}; rerun with: make testbed" >&2
+				exit 2
+			}
+		done
 		touch "$tmp/.complete"
 		mkdir -p "$CACHE"
 		rm -rf "$cached"
@@ -57,3 +71,5 @@ build() {
 build testbed/kine "$KINE_LDFLAGS" github.com/k3s-io/kine
 build testbed/kubernetes "$K8S_LDFLAGS" \
 	k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler
+build testbed/eso "-s -w" github.com/external-secrets/external-secrets \
+	-- github.com/external-secrets/external-secrets:deploy/crds/bundle.yaml=external-secrets-crds.yaml

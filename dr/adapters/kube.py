@@ -211,11 +211,19 @@ class Kube:
                 return None
 
     def objects(
-        self, api_version: str, kind: str, namespace: str | None = None, *, labels: str | None = None
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        *,
+        labels: str | None = None,
+        fields: str | None = None,
     ) -> list[Obj]:
         with mapped(f"listing {kind}"):
             try:
-                found = self._resource(api_version, kind).get(namespace=namespace, label_selector=labels)
+                found = self._resource(api_version, kind).get(
+                    namespace=namespace, label_selector=labels, field_selector=fields
+                )
             except kubernetes.dynamic.exceptions.ResourceNotFoundError:
                 return []  # the kind is not served (its CRD is not installed): none exist
             items: list[Obj] = found.to_dict().get("items", [])

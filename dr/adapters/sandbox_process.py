@@ -123,7 +123,8 @@ def set_faults(
     """Change the fault knobs; a running sandbox picks them up within a fraction of a second.
 
     `fail` and `heal` add and remove NAMESPACE/NAME workloads whose pods crash-loop; `eso_failing` makes
-    External Secrets fail every sync, as when its provider is unreachable.
+    External Secrets fail: on the real control plane the ESO controller's pods resolve no Service name (it
+    runs, and cannot reach Vault), on the emulator its stand-in fails every sync.
     """
     path = Path(directory) / "faults.json"
     try:
@@ -156,7 +157,7 @@ def _namespaced(name: str, option: str) -> None:
 
 
 def pod_fault(directory: Path, pod: str, *, kill: bool, timeout: float = 20.0) -> None:
-    """Kill (SIGKILL, a crash) or restart (SIGTERM) a Vault pod's OpenBao process in a running sandbox."""
+    """Kill (SIGKILL, a crash) or restart (SIGTERM) a Vault or ESO pod's process in a running sandbox."""
     option = "--kill-pod" if kill else "--restart-pod"
     _namespaced(pod, option)
     directory = Path(directory).resolve()

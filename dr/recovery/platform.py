@@ -33,6 +33,8 @@ from dr.recovery import vaultconfig
 APP: Final = ("argoproj.io/v1alpha1", "Application")
 ES: Final = ("external-secrets.io/v1", "ExternalSecret")
 CSS: Final = ("external-secrets.io/v1", "ClusterSecretStore")
+STORE: Final = ("external-secrets.io/v1", "SecretStore")
+ESO_PODS: Final = "app.kubernetes.io/name=external-secrets"  # the chart's controller pods
 ARGO_NS: Final = "argocd"
 WORKLOAD_KINDS: Final = ("Deployment", "StatefulSet", "DaemonSet")
 
@@ -473,21 +475,100 @@ def _digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
 
+class Nudge:
+    """ESO's `force-sync` annotation, put on what is not Ready yet, again every `every` seconds while it is not.
+
+    ESO reconciles a store or an ExternalSecret at once when its metadata changes; left alone it retries a
+    failure on its own back-off, which doubles up to many minutes (and a store that failed validates again
+    only then: until it does, ESO syncs none of its ExternalSecrets). After a restore or a late Vault that
+    back-off, not Vault, would set the recovery time.
+    """
+
+    def __init__(self, api: kube.Kube, every: float = 10.0) -> None:
+        self.api, self.every = api, every
+        self.last: dict[str, float] = {}
+
+    def __call__(self, kind: tuple[str, str], objs: list[dict[str, Any]]) -> None:
+        now, stamp = time.monotonic(), str(time.time_ns())
+        due = [o for o in objs if now - self.last.get(o["metadata"]["uid"], -self.every) >= self.every]
+
+        def force(obj: dict[str, Any]) -> None:
+            meta = obj["metadata"]
+            patch = {"metadata": {"annotations": {"force-sync": stamp}}}
+            self.api.patch(*kind, meta["name"], patch, meta.get("namespace"))
+            self.last[meta["uid"]] = now
+
+        # One patch per object is unavoidable; eight in flight keep hundreds of them to a second or two.
+        with futures.ThreadPoolExecutor(8, thread_name_prefix="dr-force-sync") as pool:
+            list(pool.map(force, due))
+
+
+def _why(obj: dict[str, Any]) -> str:
+    """The object's Ready condition's message, as ESO wrote it, cut to its first line."""
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    message = next((str(c.get("message") or "") for c in conditions if c.get("type") == "Ready"), "")
+    first = " ".join(message.split())[:300]
+    return f" ({first})" if first else " (no status from ESO yet)"
+
+
+def _warnings(api: kube.Kube) -> dict[str, str]:
+    """The latest Warning event per object uid: where ESO puts the provider's own error (a 403 from Vault, a
+    name that does not resolve, a missing path), while the condition says only "unable to create client" or
+    "could not get secret data from provider". One list for all of them, however many are pending."""
+    latest: dict[str, tuple[str, str]] = {}
+    for event in api.objects("v1", "Event", fields="type=Warning"):
+        uid = str((event.get("involvedObject") or {}).get("uid") or "")
+        when = str(event.get("lastTimestamp") or event.get("eventTime") or "")
+        if uid and when >= latest.get(uid, ("", ""))[0]:
+            latest[uid] = (when, " ".join(str(event.get("message") or "").split())[:300])
+    return {uid: f"; last event: {message}" for uid, (_, message) in latest.items()}
+
+
 class EsoSync(step.Step):
     name = "eso-sync"
     requires = ("vault-unseal",)
-    summary = "force-sync every ExternalSecret from Vault and check each Secret against it"
-    end_state = "ClusterSecretStore Ready, every ExternalSecret Ready, every target Secret present and equal to Vault"
+    summary = "make ESO validate every secret store and sync every ExternalSecret now; check each Secret against Vault"
+    end_state = "every secret store Ready, every ExternalSecret Ready, every target Secret present and equal to Vault"
     default_timeout = 600.0
 
-    def _pending(self, ctx: step.StepContext, api: kube.Kube) -> list[str]:
-        pending = [f"ClusterSecretStore {s['metadata']['name']}" for s in api.objects(*CSS) if not _ready(s)]
-        for es in api.objects(*ES):
-            name = f"{es['metadata']['namespace']}/{es['metadata']['name']}"
-            if not _ready(es):
-                why = next((c.get("message") for c in (es.get("status") or {}).get("conditions") or []), "")
-                pending.append(f"ExternalSecret {name}" + (f" ({why})" if why else ""))
-        return pending
+    def _stores(self, api: kube.Kube) -> list[tuple[tuple[str, str], dict[str, Any]]]:
+        found = [(CSS, s) for s in api.objects(*CSS)]
+        with contextlib.suppress(errors.DRError):  # SecretStores are optional; the CRD always comes with ESO
+            found += [(STORE, s) for s in api.objects(*STORE)]
+        return found
+
+    def _operator(self, api: kube.Kube) -> list[str]:
+        """What is wrong with ESO's own pods, as the API reports them (none Ready, a crash loop, restarts)."""
+        pods = api.objects("v1", "Pod", labels=ESO_PODS)
+        if not pods:
+            return ["no External Secrets Operator pod (label app.kubernetes.io/name=external-secrets) exists"]
+        problems = []
+        for pod in pods:
+            meta, status = pod["metadata"], pod.get("status") or {}
+            (container,) = (status.get("containerStatuses") or [{}])[:1] or [{}]
+            if container.get("ready"):
+                continue
+            waiting_for = ((container.get("state") or {}).get("waiting") or {}).get("reason") or status.get("phase")
+            restarts = container.get("restartCount", 0)
+            problems.append(f"ESO pod {meta['namespace']}/{meta['name']} not ready: {waiting_for}, {restarts} restarts")
+        return problems
+
+    def _pending_stores(self, api: kube.Kube, nudge: Nudge) -> list[str]:
+        stores = [(kind, s) for kind, s in self._stores(api) if not _ready(s)]
+        for kind in (CSS, STORE):
+            nudge(kind, [s for k, s in stores if k == kind])
+        events = _warnings(api) if stores else {}
+        pending = [f"{k[1]} {_name(s)}{_why(s)}{events.get(s['metadata']['uid'], '')}" for k, s in stores]
+        return pending + self._operator(api) if pending else []
+
+    def _pending(self, ctx: step.StepContext, api: kube.Kube, nudge: Nudge | None = None) -> list[str]:
+        pending = [f"{k[1]} {_name(s)}{_why(s)}" for k, s in self._stores(api) if not _ready(s)]
+        unsynced = [es for es in api.objects(*ES) if not _ready(es)]
+        if nudge is not None:
+            nudge(ES, unsynced)
+        events = _warnings(api) if unsynced else {}
+        pending += [f"ExternalSecret {_name(es)}{_why(es)}{events.get(es['metadata']['uid'], '')}" for es in unsynced]
+        return pending + self._operator(api) if pending else []
 
     def check(self, ctx: step.StepContext) -> bool:
         api = cluster_of(ctx)
@@ -531,21 +612,23 @@ class EsoSync(step.Step):
 
     def run(self, ctx: step.StepContext) -> None:
         api = cluster_of(ctx)
-        stamp = str(time.time_ns())
-
-        def force(es: dict[str, Any]) -> None:
-            meta = es["metadata"]
-            api.patch(*ES, meta["name"], {"metadata": {"annotations": {"force-sync": stamp}}}, meta["namespace"])
-
-        # One patch per ExternalSecret is unavoidable; eight in flight keep hundreds of them to a second or two.
-        with futures.ThreadPoolExecutor(8, thread_name_prefix="dr-force-sync") as pool:
-            list(pool.map(force, api.objects(*ES)))
+        nudge = Nudge(api)
+        hint = "the messages are ESO's own; `kubectl get clustersecretstores,externalsecrets -A` and the ESO pod's log"
+        stores = lambda: self._pending_stores(api, nudge)  # noqa: E731
+        until_none_pending(ctx, stores, what="every secret store Ready", hint=hint, wake_on=(api, *CSS))
+        nudge(ES, api.objects(*ES))  # every one, Ready or not: a Ready one may hold what Vault held before a restore
         until_none_pending(
             ctx,
-            lambda: self._pending(ctx, api) or self._mismatches(ctx, api),
+            lambda: self._pending(ctx, api, nudge) or self._mismatches(ctx, api),
             what="every ExternalSecret Ready and equal to Vault",
+            hint=hint,
             wake_on=(api, *ES),
         )
+
+
+def _name(obj: dict[str, Any]) -> str:
+    meta = obj["metadata"]
+    return f"{meta['namespace']}/{meta['name']}" if meta.get("namespace") else str(meta["name"])
 
 
 # -- app health --------------------------------------------------------------------------------------

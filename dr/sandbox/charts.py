@@ -13,8 +13,10 @@ change this shape are honoured; anything else in the values is ignored.
   `<fullname>`, `-internal`, `-active`, `-standby`, a ServiceAccount, and
   Deployment `<fullname>-agent-injector` unless `injector.enabled: false`.
 - `external-secrets` (charts.external-secrets.io): Deployments `<fullname>`,
-  `-cert-controller`, `-webhook`, Service `-webhook`, a ServiceAccount, and
-  the external-secrets.io CRDs unless `installCRDs: false`.
+  `-cert-controller`, `-webhook` with the chart's arguments, Service
+  `-webhook`, a ServiceAccount, the controller's ClusterRole and
+  leader-election Role bound to it, and ESO's upstream CRDs (from its Go
+  module, built by `make testbed`) unless `installCRDs: false`.
 - `kube-prometheus-stack` (prometheus-community.github.io/helm-charts):
   Deployments `<fullname>-operator`, `-kube-state-metrics`, `-grafana`
   (unless `grafana.enabled: false`), DaemonSet `-prometheus-node-exporter`,
@@ -35,6 +37,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+
+import yaml
+
+from dr.adapters import sandbox_process
 
 Manifest = dict[str, Any]
 
@@ -185,23 +191,89 @@ def vault(chart: str, full: str, release: str, ns: str, values: dict[str, Any]) 
     return objects
 
 
+ESO_VERSION = "v0.16.2"  # the operator testbed/eso builds; the chart of the same version runs it
+ESO_CRDS = sandbox_process.TESTBED_BIN / "external-secrets-crds.yaml"  # the module's deploy/crds/bundle.yaml
+
+
 def external_secrets(chart: str, full: str, release: str, ns: str, values: dict[str, Any]) -> list[Manifest]:
-    image = "oci.external-secrets.io/external-secrets/external-secrets:v1.1.0"
-    objects = [account(full, ns)]
-    for suffix in ("", "-cert-controller", "-webhook"):
+    image = f"oci.external-secrets.io/external-secrets/external-secrets:{ESO_VERSION}"
+    port = _get(values, "metrics.listen.port", 8080)
+    logging = [f"--loglevel={_get(values, 'log.level', 'info')}", "--zap-time-encoding=epoch"]
+    args = {
+        "": [f"--concurrent={values.get('concurrent', 1)}", f"--metrics-addr=:{port}", *logging],
+        "-cert-controller": ["certcontroller", f"--service-name={full}-webhook", f"--metrics-addr=:{port}", *logging],
+        "-webhook": ["webhook", "--port=10250", f"--metrics-addr=:{port}", *logging],
+    }
+    objects = [account(full, ns), *_eso_rbac(full, ns)]
+    for suffix, arguments in args.items():
         labels = _labels(f"{chart}{suffix}", release)
-        objects.append(workload("Deployment", f"{full}{suffix}", ns, labels, image, account=full))
+        deploy = workload("Deployment", f"{full}{suffix}", ns, labels, image, account=full)
+        deploy["spec"]["template"]["spec"]["containers"][0]["args"] = arguments
+        objects.append(deploy)
     objects.append(service(f"{full}-webhook", ns, _labels(f"{chart}-webhook", release), (443,)))
     if values.get("installCRDs", True):
-        group = "external-secrets.io"
-        objects += [
-            crd(group, "ExternalSecret", "externalsecrets"),
-            crd(group, "SecretStore", "secretstores"),
-            crd(group, "ClusterSecretStore", "clustersecretstores", scope="Cluster"),
-            crd(group, "ClusterExternalSecret", "clusterexternalsecrets", scope="Cluster"),
-            crd(group, "PushSecret", "pushsecrets", versions=("v1alpha1",)),
-        ]
+        objects += _eso_crds()
     return objects
+
+
+def _eso_crds() -> list[Manifest]:
+    """ESO's upstream CRDs where `make testbed` put them (schemas the real API server validates against);
+    the emulator, which validates no custom resource, gets open ones when they are not built."""
+    if ESO_CRDS.is_file():
+        with ESO_CRDS.open("rb") as f:
+            return [d for d in yaml.load_all(f, Loader=yaml.CSafeLoader) if d]
+    group = "external-secrets.io"
+    return [
+        crd(group, "ExternalSecret", "externalsecrets"),
+        crd(group, "SecretStore", "secretstores"),
+        crd(group, "ClusterSecretStore", "clustersecretstores", scope="Cluster"),
+        crd(group, "ClusterExternalSecret", "clusterexternalsecrets", scope="Cluster"),
+        crd(group, "PushSecret", "pushsecrets", versions=("v1alpha1",)),
+    ]
+
+
+def _eso_rbac(full: str, ns: str) -> list[Manifest]:
+    """The chart's controller ClusterRole (default values) and leader-election Role, bound to its account:
+    what the real operator is allowed on the real API server."""
+    es, gen = "external-secrets.io", "generators.external-secrets.io"
+    kinds = ["secretstores", "clustersecretstores", "externalsecrets", "clusterexternalsecrets", "pushsecrets"]
+    kinds.append("clusterpushsecrets")
+    generators = "acraccesstokens clustergenerators ecrauthorizationtokens fakes gcraccesstokens githubaccesstokens"
+    generators += " quayaccesstokens passwords stssessiontokens uuids vaultdynamicsecrets webhooks grafanas"
+    read = ["get", "list", "watch"]
+    rules = [
+        _rule(es, kinds, read),
+        _rule(es, [k for kind in kinds for k in (kind, f"{kind}/status")], ["get", "update", "patch"]),
+        _rule(gen, ["generatorstates"], [*read, "create", "update", "patch", "delete", "deletecollection"]),
+        _rule(gen, generators.split(), read),
+        _rule("", ["serviceaccounts", "namespaces", "configmaps"], read),
+        _rule("", ["secrets"], [*read, "create", "update", "delete", "patch"]),
+        _rule("", ["serviceaccounts/token"], ["create"]),
+        _rule("", ["events"], ["create", "patch"]),
+        _rule(es, ["externalsecrets", "pushsecrets"], ["create", "update", "delete"]),
+    ]
+    election = [
+        {**_rule("", ["configmaps"], ["get", "update", "patch"]), "resourceNames": ["external-secrets-controller"]},
+        _rule("", ["configmaps"], ["create"]),
+        _rule("coordination.k8s.io", ["leases"], ["get", "create", "update", "patch"]),
+    ]
+    rbac = "rbac.authorization.k8s.io"
+    subjects = [{"kind": "ServiceAccount", "name": full, "namespace": ns}]
+
+    def role(kind: str, name: str, granted: list[dict[str, Any]], namespace: str | None = None) -> list[Manifest]:
+        meta = {"name": name, **({"namespace": namespace} if namespace else {})}
+        binding = "ClusterRoleBinding" if kind == "ClusterRole" else "RoleBinding"
+        ref = {"apiGroup": rbac, "kind": kind, "name": name}
+        return [
+            {"apiVersion": f"{rbac}/v1", "kind": kind, "metadata": meta, "rules": granted},
+            {"apiVersion": f"{rbac}/v1", "kind": binding, "metadata": meta, "roleRef": ref, "subjects": subjects},
+        ]
+
+    return [*role("ClusterRole", f"{full}-controller", rules), *role("Role", f"{full}-leaderelection", election, ns)]
+
+
+def _rule(group: str, resources: list[str], verbs: list[str]) -> dict[str, Any]:
+    return {"apiGroups": [group], "resources": resources, "verbs": verbs}
 
 
 def kube_prometheus_stack(chart: str, full: str, release: str, ns: str, values: dict[str, Any]) -> list[Manifest]:

@@ -1,11 +1,21 @@
-"""Pods of dr's own image run for real: the container's command as a process, in a pod's view of the filesystem.
+"""Pods whose image is a program we have run for real: the container's command as a process, in a pod's view.
 
-The nightly snapshot CronJob's pod runs `dr snapshot save` from the image
-`ghcr.io/dr-project/dr`. There is no container runtime here, but the image's
-entry point is this project's own `dr`, so the node agent runs it as a
-process (`python -m dr`, the project's interpreter) and gives it what a
-kubelet gives a container, by path, in a private mount namespace
-(`unshare -m`, as root; the host's files are untouched):
+There is no container runtime here, but for two images the entry point is a
+program on this machine (`PROGRAMS`):
+
+- `ghcr.io/dr-project/dr` (the nightly snapshot CronJob's pod runs
+  `dr snapshot save`): this project's own `dr`, as `python -m dr` on the
+  project's interpreter;
+- `oci.external-secrets.io/external-secrets/external-secrets` (the
+  external-secrets chart's controller): the External Secrets Operator built
+  from its Go module (`make testbed`), with the chart's arguments and its
+  metrics on the pod's own address. The chart's cert-controller and webhook
+  pods (the same image, `certcontroller`/`webhook` arguments) are not run:
+  nothing in the platform calls the webhook.
+
+The node agent gives the process what a kubelet gives a container, by path,
+in a private mount namespace (`unshare -m`, as root; the host's files are
+untouched):
 
 - every `volumeMount` at its `mountPath`: a ConfigMap's or Secret's keys as
   files, a PersistentVolumeClaim's directory, an `emptyDir`;
@@ -13,15 +23,21 @@ kubelet gives a container, by path, in a private mount namespace
   `/var/run/secrets/kubernetes.io/serviceaccount/`, the token from a real
   TokenRequest bound to the pod (the API's audience, an hour);
 - `/etc/hosts` with `<service>.<namespace>.svc` for every Service that has a
-  ready endpoint (the cluster DNS the pod would have), and
-  `KUBERNETES_SERVICE_HOST`/`_PORT` pointing at the sandbox's API;
+  ready endpoint (the cluster DNS the pod would have), rewritten in place as
+  pods come and go, and `KUBERNETES_SERVICE_HOST`/`_PORT` pointing at the
+  sandbox's API; the token is renewed at 80 % of its life, as the kubelet does;
 - `env` values and `envFrom` ConfigMaps/Secrets.
 
 `/etc`, `/var` and `/run` are overlays in that namespace, so mount points can
 be made without touching the host. The process's exit is the container's:
-exit 0 makes the pod Succeeded (a Job completes), anything else Failed.
+under `restartPolicy: Never` exit 0 makes the pod Succeeded (a Job
+completes), anything else Failed; under `Always` (a Deployment's pods) the
+container is started again, at once the first time, then after the kubelet's
+back-off (10 s doubling to 5 min, `CrashLoopBackOff` meanwhile), and the pod
+counts the restarts. Its output is `container.log` in the pod's directory.
 What is not modelled: `runAsUser` and the rest of `securityContext`
-(the process runs as the agent's user), resource limits, probes.
+(the process runs as the agent's user), resource limits, probes (a running
+container is Ready, as a kubelet reports a container without a probe).
 """
 
 from __future__ import annotations
@@ -35,41 +51,103 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dr import files
+from dr.adapters import sandbox_process
 from dr.sandbox import kube, workloads
 
-IMAGE = "ghcr.io/dr-project/dr"
 TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"  # noqa: S105 - a path, not a secret
+TOKEN_SECONDS = 3600
 log = logging.getLogger("dr.sandbox")
 OVERLAID = ("/etc", "/var", "/run")
+BACKOFF_FIRST, BACKOFF_MAX = 10.0, 300.0  # the kubelet's crash-loop back-off
+HOSTS_EVERY = 2.0  # how often a running pod's hosts file follows the Services' pods
+
+
+@dataclass(frozen=True)
+class Program:
+    """How to run a container of one image here: the argv for the container's command, args and pod IP."""
+
+    name: str
+    image: str
+    argv: Callable[[dict[str, Any], str], list[str]]
+    runs: Callable[[dict[str, Any]], bool] = lambda container: True  # which of the image's commands are run
+
+
+def _dr(container: dict[str, Any], ip: str) -> list[str]:
+    return [sys.executable, "-m", "dr", *(container.get("command") or [])[1:], *(container.get("args") or [])]
+
+
+def _eso(container: dict[str, Any], ip: str) -> list[str]:
+    """The chart's arguments, its `:PORT` binds (every address) narrowed to the pod's own address."""
+    args = [f"{a.partition('=')[0]}={ip}{a.partition('=')[2]}" if "=:" in a else a for a in container.get("args") or []]
+    return [str(sandbox_process.TESTBED_BIN / "external-secrets"), *args]
+
+
+def _eso_controller(container: dict[str, Any]) -> bool:
+    args = container.get("args") or []
+    return not args or args[0] not in ("certcontroller", "webhook")
+
+
+PROGRAMS = (
+    Program("dr", "ghcr.io/dr-project/dr", _dr),
+    Program("external-secrets", "oci.external-secrets.io/external-secrets/external-secrets", _eso, _eso_controller),
+    Program("external-secrets", "ghcr.io/external-secrets/external-secrets", _eso, _eso_controller),
+)
 
 
 @dataclass
 class _Run:
     process: subprocess.Popen[bytes]
     root: Path
+    restarts: int = 0
+    last_exit: int | None = None
+    exited_at: float | None = None
+    started_at: float = field(default_factory=time.monotonic)
+    token_at: float = field(default_factory=time.monotonic)
+    hosts_at: float = field(default_factory=time.monotonic)
+    cut: bool = False  # started (or last restarted) cut off from the Services by the fault knob
 
 
-def _image(pod: dict[str, Any]) -> str:
-    containers = (pod.get("spec") or {}).get("containers") or [{}]
-    return str(containers[0].get("image") or "")
+def _container(pod: dict[str, Any]) -> dict[str, Any]:
+    return dict(((pod.get("spec") or {}).get("containers") or [{}])[0])
 
 
-class DrContainers:
-    """The `workloads.Runtime` for pods of dr's image."""
+def _program(pod: dict[str, Any]) -> Program | None:
+    container = _container(pod)
+    image = str(container.get("image") or "").split("@")[0].rsplit(":", 1)[0]
+    return next((p for p in PROGRAMS if p.image == image and p.runs(container)), None)
 
-    def __init__(self, api: kube.Kube, roots: Path, api_address: Callable[[], str], on_spawn: Callable[[int], None]):
+
+def _backoff(restarts: int) -> float:
+    """The wait before restart number `restarts`: none for the first, then 10 s, 20 s, ... up to 5 min."""
+    return 0.0 if restarts <= 1 else min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (restarts - 2))
+
+
+class Processes:
+    """The `workloads.Runtime` for pods of the images in `PROGRAMS`."""
+
+    def __init__(
+        self,
+        api: kube.Kube,
+        roots: Path,
+        api_address: Callable[[], str],
+        on_spawn: Callable[[int], None],
+        cut_off: Callable[[str], bool] = lambda program: False,
+    ):
         self.kube, self.roots, self.api_address, self.on_spawn = api, roots, api_address, on_spawn
+        self.cut_off = cut_off  # the fault knob: a program's pods resolve no Service (the cluster network is down)
         self.runs: dict[str, _Run] = {}
         self.lock = threading.Lock()
         self.closed = False
 
     def claims(self, pod: dict[str, Any]) -> bool:
-        return _image(pod).split(":")[0] == IMAGE
+        return _program(pod) is not None
 
     def ensure(self, pod: dict[str, Any], volumes: dict[str, Path], peers: list[str]) -> workloads.Container:
         key = f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"
@@ -77,16 +155,71 @@ class DrContainers:
             if self.closed:  # the sandbox is stopping: start nothing new
                 return workloads.Container(ready=False, running=False, waiting_reason="ContainerCreating")
             run = self.runs.get(key)
-            if run is None:
-                try:
-                    run = self.runs[key] = self._start(pod, volumes)
-                except kube.KubeError as exc:  # a ConfigMap or Secret not there yet: the kubelet retries too
-                    log.warning("pod %s cannot start yet: %s", key, exc)
+            try:
+                if run is None:
+                    program = _program(pod)
+                    run = self.runs[key] = _Run(self._start(pod, volumes), self.roots / _dirname(pod))
+                    run.cut = bool(program and self.cut_off(program.name))
+                else:
+                    self._restart_if_due(run, pod, volumes)
+            except kube.KubeError as exc:  # a ConfigMap or Secret not there yet: the kubelet retries too
+                log.warning("pod %s cannot start yet: %s", key, exc)
+                if run is None:
                     return workloads.Container(ready=False, running=False, waiting_reason="CreateContainerConfigError")
+        if run.exited_at is not None:
+            return workloads.Container(
+                ready=False,
+                running=False,
+                restarts=run.restarts,
+                last_exit=run.last_exit,
+                waiting_reason="CrashLoopBackOff",
+            )
         code = run.process.poll()
-        if code is None:
-            return workloads.Container(ready=True, running=True)
-        return workloads.Container(ready=False, running=False, exit_code=128 - code if code < 0 else code)
+        if code is not None:
+            code = 128 - code if code < 0 else code  # a signal shows as 128+n, as the kubelet reports
+            policy = (pod.get("spec") or {}).get("restartPolicy", "Always")
+            if policy == "Never" or (policy == "OnFailure" and code == 0):
+                return workloads.Container(ready=False, running=False, restarts=run.restarts, exit_code=code)
+            with self.lock:
+                run.exited_at, run.last_exit = time.monotonic(), code
+                run.restarts += 1
+            return self.ensure(pod, volumes, peers)
+        self._refresh(run, pod)
+        return workloads.Container(ready=True, running=True, restarts=run.restarts, last_exit=run.last_exit)
+
+    def _restart_if_due(self, run: _Run, pod: dict[str, Any], volumes: dict[str, Path]) -> None:
+        if run.exited_at is None:
+            return
+        if time.monotonic() - run.started_at > 600:  # ran ten minutes before it exited: the kubelet forgives
+            run.restarts = 1 if run.restarts else 0
+        if time.monotonic() - run.exited_at >= _backoff(run.restarts):
+            run.process = self._start(pod, volumes)
+            run.exited_at, run.started_at = None, time.monotonic()
+
+    def _refresh(self, run: _Run, pod: dict[str, Any]) -> None:
+        """What a kubelet keeps current in a running container: the projected token and (here) the hosts file."""
+        now = time.monotonic()
+        try:
+            if now - run.token_at > 0.8 * TOKEN_SECONDS:
+                self._token(pod, run.root / "serviceaccount")
+                run.token_at = now
+            program = _program(pod)
+            cut = bool(program and self.cut_off(program.name))
+            if now - run.hosts_at > HOSTS_EVERY or cut != run.cut:
+                hosts = self._hosts(services=not cut)
+                if (run.root / "hosts").read_text() != hosts:
+                    with (run.root / "hosts").open("r+") as f:  # in place: the pod's /etc/hosts is this inode
+                        f.write(hosts)
+                        f.truncate()
+                run.hosts_at = now
+            if cut != run.cut:
+                # A cut network also ends the connections already open (a pooled one would go on working):
+                # the container is stopped and restarts, by its policy, into the new network.
+                run.cut = cut
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(run.process.pid, 9)
+        except (kube.KubeError, OSError) as exc:
+            log.warning("pod %s/%s: %s", pod["metadata"]["namespace"], pod["metadata"]["name"], exc)
 
     def release(self, namespace: str, name: str) -> None:
         with self.lock:
@@ -104,6 +237,17 @@ class DrContainers:
                 run.process.wait()
         shutil.rmtree(run.root, ignore_errors=True)
 
+    def signal(self, namespace: str, name: str, *, kill: bool) -> bool:
+        """A fault: SIGKILL (a crash) or SIGTERM (a clean stop) of the pod's process; it restarts by policy."""
+        with self.lock:
+            run = self.runs.get(f"{namespace}/{name}")
+        if run is None or run.process.poll() is not None:
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(run.process.pid, 9 if kill else 15)
+        run.process.wait(timeout=15)
+        return True
+
     def stop_all(self) -> None:
         with self.lock:
             self.closed = True
@@ -113,17 +257,20 @@ class DrContainers:
 
     # -- the pod's view ---------------------------------------------------------------------
 
-    def _start(self, pod: dict[str, Any], claims: dict[str, Path]) -> _Run:
+    def _start(self, pod: dict[str, Any], claims: dict[str, Path]) -> subprocess.Popen[bytes]:
         meta, spec = pod["metadata"], pod.get("spec") or {}
-        root = self.roots / f"{meta['namespace']}_{meta['name']}_{meta['uid'][:8]}"
+        root = self.roots / _dirname(pod)
         root.mkdir(parents=True, exist_ok=True)
-        container = (spec.get("containers") or [{}])[0]
+        container = _container(pod)
+        program = _program(pod)
+        assert program is not None
         sources = {v["name"]: self._volume(v, meta["namespace"], root, claims) for v in spec.get("volumes") or []}
         mounts = [(str(sources[m["name"]]), m["mountPath"]) for m in container.get("volumeMounts") or []]
         if spec.get("automountServiceAccountToken", True):
             mounts.append((str(self._token(pod, root / "serviceaccount")), TOKEN_DIR))
         hosts = root / "hosts"
-        hosts.write_text(self._hosts())
+        if not hosts.exists():  # a restart keeps the file its running pod's mounts point at
+            hosts.write_text(self._hosts(services=not self.cut_off(program.name)))
         host, port = self.api_address().rsplit(":", 1)
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -133,7 +280,7 @@ class DrContainers:
             "KUBERNETES_SERVICE_PORT": port,
             **self._env(container, meta["namespace"]),
         }
-        command = [sys.executable, "-m", "dr", *(container.get("command") or [])[1:], *(container.get("args") or [])]
+        command = program.argv(container, pod["status"]["podIP"])
         log = (root / "container.log").open("ab")
         process = subprocess.Popen(
             ["unshare", "-m", "--", "sh", "-c", _script(root, mounts, hosts), "pod", *command],
@@ -146,7 +293,7 @@ class DrContainers:
         )
         log.close()
         self.on_spawn(process.pid)
-        return _Run(process, root)
+        return process
 
     def _volume(self, volume: dict[str, Any], namespace: str, root: Path, claims: dict[str, Path]) -> Path:
         name = str(volume["name"])
@@ -178,27 +325,28 @@ class DrContainers:
                 "apiVersion": "authentication.k8s.io/v1",
                 "kind": "TokenRequest",
                 "spec": {
-                    "expirationSeconds": 3600,
+                    "expirationSeconds": TOKEN_SECONDS,
                     "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": meta["name"], "uid": meta["uid"]},
                 },
             },
         )
         target.mkdir(parents=True, exist_ok=True)
         target.chmod(0o700)
-        (target / "token").write_text(issued["status"]["token"])
-        (target / "token").chmod(0o600)
+        files.write_atomic(target / "token", issued["status"]["token"].encode())  # a reader never sees half of it
         ca = self.kube.get("v1", "ConfigMap", meta["namespace"], "kube-root-ca.crt")
         (target / "ca.crt").write_text(((ca or {}).get("data") or {}).get("ca.crt", ""))
         (target / "namespace").write_text(meta["namespace"])
         return target
 
-    def _hosts(self) -> str:
+    def _hosts(self, *, services: bool = True) -> str:
         """Cluster DNS as a hosts file: each Service's name to the address of one ready pod it selects.
 
         From the Service's selector, not its EndpointSlices: the API refuses endpoint addresses in
         127.0.0.0/8, so the endpoint controllers cannot record the sandbox's loopback pod IPs.
         """
         lines = ["127.0.0.1 localhost", "127.0.0.1 kubernetes kubernetes.default kubernetes.default.svc"]
+        if not services:
+            return "\n".join(lines) + "\n"
         pods = [p for p in self.kube.list("v1", "Pod") if _ready(p)]
         for service in self.kube.list("v1", "Service"):
             meta, selector = service["metadata"], (service.get("spec") or {}).get("selector") or {}
@@ -224,6 +372,11 @@ class DrContainers:
             if "value" in item:
                 env[item["name"]] = str(item["value"])
         return env
+
+
+def _dirname(pod: dict[str, Any]) -> str:
+    meta = pod["metadata"]
+    return f"{meta['namespace']}_{meta['name']}_{meta['uid'][:8]}"
 
 
 def _ready(pod: dict[str, Any]) -> bool:
@@ -268,7 +421,7 @@ def _script(root: Path, mounts: list[tuple[str, str]], hosts: Path) -> str:
         )
     for i, path in enumerate(kept):  # in /run's overlay, so nothing is made on the host
         lines.append(f"mkdir -p /run/dr-kept/{i} && mount --bind {shlex.quote(path)} /run/dr-kept/{i}")
-    lines.append(f"cat {shlex.quote(str(hosts))} > /etc/hosts")
+    lines.append(f"mount --bind {shlex.quote(str(hosts))} /etc/hosts")  # bound, so rewrites reach the pod
     for source, target in sorted(mounts, key=lambda m: m[1].startswith("/tmp")):  # noqa: S108 - the pod's /tmp
         lines.append(f"mkdir -p {shlex.quote(target)}")
         lines.append(f"mount --bind {shlex.quote(source)} {shlex.quote(target)}")

@@ -26,8 +26,9 @@ import secrets
 import signal
 import threading
 import time
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -49,6 +50,13 @@ def apply_faults(target: proxy.Faults, knobs: Knobs, path: Path) -> None:
     target.drop_watches = bool(faults.get("drop_watches", False))
     knobs.failing = set(faults.get("fail_workloads") or [])
     knobs.eso_failing = bool(faults.get("eso_failing", False))
+
+
+@typing.runtime_checkable
+class Signalled(Protocol):
+    """A runtime whose pods' processes a fault can kill (SIGKILL) or stop (SIGTERM)."""
+
+    def signal(self, namespace: str, name: str, *, kill: bool) -> bool: ...
 
 
 class Knobs:
@@ -85,9 +93,10 @@ def start_platform(
     spawned = lambda pid: sandbox_process.record_children(directory, [pid])  # noqa: E731 - one callback, two runtimes
     vault = vaultpods.VaultPods(on_spawn=spawned)
     runtimes: list[workloads.Runtime] = [vault]
-    if kubelet_only:  # dr's own pods (the snapshot CronJob's) run for real where the real controllers make them
+    if kubelet_only:  # dr's pods and ESO's controller run for real where the real controllers make them
         address = url.removeprefix("https://")
-        runtimes.append(containers.DrContainers(client.clone(), directory / "pods", lambda: address, spawned))
+        cut_off = lambda program: knobs.eso_failing and program == "external-secrets"  # noqa: E731
+        runtimes.append(containers.Processes(client.clone(), directory / "pods", lambda: address, spawned, cut_off))
     controllers: list[loop.Controller] = [
         workloads.Workloads(
             client.clone(),
@@ -100,14 +109,15 @@ def start_platform(
             kubelet_only=kubelet_only,
         ),
         argocd.ArgoCD(client.clone(), stop, repos=lambda: knobs.repos, refresh_seconds=lambda: knobs.refresh_seconds),
-        eso.ExternalSecrets(client.clone(), stop, failing=lambda: knobs.eso_failing),
     ]
+    if not kubelet_only:  # the emulator's stand-in; on the real control plane the ESO pod runs the real operator
+        controllers.append(eso.ExternalSecrets(client.clone(), stop, failing=lambda: knobs.eso_failing))
     for controller in controllers:
         controller.start()
     return vault, runtimes
 
 
-def run_actions(directory: Path, vault: vaultpods.VaultPods) -> None:
+def run_actions(directory: Path, runtimes: list[workloads.Runtime]) -> None:
     """One-shot faults (`dr sandbox faults --kill-pod`): a request file in, a result file out."""
     inbox = directory / "actions"
     if not inbox.is_dir():
@@ -116,8 +126,9 @@ def run_actions(directory: Path, vault: vaultpods.VaultPods) -> None:
         try:
             action = json.loads(request.read_text())
             namespace, _, name = str(action["pod"]).partition("/")
-            done = vault.signal(namespace, name, kill=action["action"] == "kill")
-            result = {"ok": done, "message": "" if done else f"no Vault pod {action['pod']} runs in this sandbox"}
+            kill = action["action"] == "kill"
+            done = any(r.signal(namespace, name, kill=kill) for r in runtimes if isinstance(r, Signalled))
+            result = {"ok": done, "message": "" if done else f"no pod {action['pod']} runs a process in this sandbox"}
         except (ValueError, KeyError, OSError) as exc:
             result = {"ok": False, "message": f"bad action request: {exc}"}
         files.write_atomic(request.with_suffix(".done"), json.dumps(result).encode())
@@ -169,7 +180,7 @@ def serve(directory: Path, *, port: int = 0, backend: str = "auto") -> None:
         log.info("sandbox serving %s on the %s control plane", api.url, api.name)
         while not stop.wait(FLUSH_EVERY):
             apply_faults(api.faults, knobs, directory / "faults.json")
-            run_actions(directory, vault)
+            run_actions(directory, runtimes)
             written = _sync_dr_config(directory, vault, written)
             api.tick()
     except controlplane.ControlPlaneError as exc:

@@ -117,14 +117,23 @@ def pod_ready(pod: dict[str, Any]) -> bool:
 
 
 def force_sync(platform: Platform, namespace: str, name: str) -> None:
-    platform.custom.patch_namespaced_custom_object(
-        "external-secrets.io",
-        "v1",
-        namespace,
-        "externalsecrets",
-        name,
-        {"metadata": {"annotations": {"force-sync": str(time.time_ns())}}},
+    """What dr's eso-sync does: the store first (ESO syncs nothing from a store it last found invalid, and
+    validates it again only on its own back-off), then the ExternalSecret."""
+    stamp = {"metadata": {"annotations": {"force-sync": str(time.time_ns())}}}
+    platform.custom.patch_cluster_custom_object(
+        "external-secrets.io", "v1", "clustersecretstores", "vault-backend", stamp
     )
+    eventually(lambda: (ready(platform.store()) or {}).get("status") == "True", "vault-backend valid", timeout=30)
+    platform.custom.patch_namespaced_custom_object(
+        "external-secrets.io", "v1", namespace, "externalsecrets", name, stamp
+    )
+
+
+def warnings(platform: Platform, namespace: str, name: str) -> list[str]:
+    """ESO's Warning events on an object: where the provider's own error goes (the condition says only
+    "could not get secret data from provider")."""
+    listed = platform.core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name},type=Warning")
+    return [e.message for e in listed.items]
 
 
 @pytest.fixture(scope="module")
@@ -379,7 +388,14 @@ def test_eso_shows_openbaos_403_when_kubernetes_auth_points_at_another_cluster(
         {"kubernetes_host": real_api.url, "kubernetes_ca_cert": real_api.ca.pem, "disable_local_ca_jwt": True}
     )
     try:
-        force_sync(platform, "workloads", "demo-app-secret")
+        platform.custom.patch_namespaced_custom_object(
+            "external-secrets.io",
+            "v1",
+            "workloads",
+            "externalsecrets",
+            "demo-app-secret",
+            {"metadata": {"annotations": {"force-sync": str(time.time_ns())}}},
+        )
         cond = eventually(
             lambda: (
                 (r := ready(platform.external_secret("workloads", "demo-app-secret"))) and r["status"] == "False" and r
@@ -387,22 +403,81 @@ def test_eso_shows_openbaos_403_when_kubernetes_auth_points_at_another_cluster(
             "the ExternalSecret to fail",
         )
         assert "SecretSyncedError" == cond["reason"]
-        assert "Code: 403" in cond["message"]
-        assert "permission denied" in cond["message"]
-        assert "/v1/auth/kubernetes/login" in cond["message"]
-        failed = eventually(
-            lambda: (r := ready(platform.store())) and r["status"] == "False" and r,
-            "the store's own login to fail",
-            timeout=20,
+        refused = eventually(
+            lambda: [m for m in warnings(platform, "workloads", "demo-app-secret") if "Code: 403" in m],
+            "ESO's event with OpenBao's answer",
         )
-        assert "ValidationFailed" == failed["reason"]
-        assert "Code: 403" in failed["message"]
+        assert "permission denied" in refused[-1]
+        assert "/v1/auth/kubernetes/login" in refused[-1]
     finally:
         node.write_kubernetes_auth(state["auth"])
     force_sync(platform, "workloads", "demo-app-secret")
     eventually(
         lambda: (r := ready(platform.external_secret("workloads", "demo-app-secret"))) and r["status"] == "True",
         "the ExternalSecret to recover once auth points back at this cluster",
+    )
+
+
+def test_the_eso_pod_is_the_real_operator_restarts_when_killed_and_fails_cut_off_from_vault(
+    platform: Platform, real_api: backends.Real
+) -> None:
+    """ESO's upstream CRDs validate what is written; its pod runs the operator built from its Go module, which a
+    kill restarts (the restart counted, as a kubelet does) and which, cut off from Vault, says so in the store."""
+    unseal_and_configure(platform)
+    bad = {
+        "apiVersion": "external-secrets.io/v1",
+        "kind": "ExternalSecret",
+        "metadata": {"name": "bad-policy", "namespace": "workloads"},
+        "spec": {"refreshPolicy": "Sometimes", "secretStoreRef": {"name": "vault-backend"}},
+    }
+    with pytest.raises(kubernetes.client.ApiException) as refused:
+        platform.custom.create_namespaced_custom_object(
+            "external-secrets.io", "v1", "workloads", "externalsecrets", bad
+        )
+    assert 422 == refused.value.status
+    assert "spec.refreshPolicy" in refused.value.body
+    assert "refreshInterval" in platform.kubectl("explain", "externalsecret.spec")
+
+    def eso_pod() -> Any:
+        pods = platform.core.list_namespaced_pod(
+            "external-secrets", label_selector="app.kubernetes.io/name=external-secrets"
+        )
+        return next(iter(pods.items), None)
+
+    pod = eventually(lambda: (p := eso_pod()) and p.status.container_statuses and p, "the ESO pod")
+    (log,) = platform.directory.glob(f"pods/external-secrets_{pod.metadata.name}_*/container.log")
+    assert '"controller":"externalsecret"' in log.read_text()  # controller-runtime's own lines: the real operator
+    before = pod.status.container_statuses[0].restart_count
+    killed = CliRunner().invoke(
+        cli.cli,
+        ["sandbox", "faults", "--dir", str(platform.directory), "--kill-pod", f"external-secrets/{pod.metadata.name}"],
+    )
+    assert 0 == killed.exit_code, killed.output
+    restarted = eventually(
+        lambda: (p := eso_pod()) and p.status.container_statuses[0].restart_count == before + 1 and p,
+        "the restart counted",
+    )
+    assert 137 == restarted.status.container_statuses[0].last_state.terminated.exit_code
+    eventually(lambda: eso_pod().status.container_statuses[0].ready, "ESO running again")
+
+    sandbox_process.set_faults(platform.directory, eso_failing=True)
+    try:
+        # The cut restarts ESO (its open connections end with it), which validates the store as it starts.
+        eventually(lambda: eso_pod().status.container_statuses[0].restart_count == before + 2, "ESO restarted")
+        cond = eventually(lambda: (r := ready(platform.store())) and r["status"] == "False" and r, "the store invalid")
+        assert "InvalidProviderConfig" == cond["reason"]
+        cut_off = eventually(  # ESO's own words, in its event: it cannot resolve or reach Vault
+            lambda: [m for m in warnings(platform, "default", "vault-backend") if "vault.vault.svc" in m],
+            "ESO's event on the store",
+        )
+        assert "/v1/auth/kubernetes/login" in cut_off[-1]
+    finally:
+        sandbox_process.set_faults(platform.directory, eso_failing=False)
+    eventually(lambda: eso_pod().status.container_statuses[0].restart_count == before + 3, "ESO restarted again")
+    force_sync(platform, "workloads", "demo-app-secret")
+    eventually(
+        lambda: (r := ready(platform.external_secret("workloads", "demo-app-secret"))) and r["status"] == "True",
+        "the ExternalSecret synced once ESO reaches Vault again",
     )
 
 
@@ -461,7 +536,7 @@ def test_restart_fault_and_pod_names_the_sandbox_does_not_know(platform: Platfor
 
     unknown = faults("--kill-pod", "vault/vault-9")
     assert 1 == unknown.exit_code
-    assert "no Vault pod vault/vault-9 runs in this sandbox" in unknown.output
+    assert "no pod vault/vault-9 runs a process in this sandbox" in unknown.output
     malformed = faults("--kill-pod", "vault-0")
     assert 2 == malformed.exit_code
     assert "--kill-pod takes NAMESPACE/NAME, not 'vault-0'" in malformed.output
@@ -611,7 +686,11 @@ def test_eso_refreshes_on_its_interval_and_names_a_missing_path(platform: Platfo
         lambda: (r := ready(platform.external_secret("workloads", "nowhere"))) and r["status"] == "False" and r,
         "the missing path reported",
     )
-    assert "Secret does not exist: key workloads/nowhere" in cond["message"]
+    assert "SecretSyncedError" == cond["reason"]
+    missing = eventually(
+        lambda: [m for m in warnings(platform, "workloads", "nowhere") if "workloads/nowhere" in m], "ESO's event"
+    )
+    assert "Secret does not exist" in missing[-1]
 
 
 def test_the_platform_survives_a_sandbox_restart_with_vault_sealed_on_its_data(platform: Platform) -> None:
