@@ -99,12 +99,13 @@ PLATFORM_REPO = "https://github.com/temitayocharles/platform-gitops.git"
 # Where `make testbed` puts the control plane it builds from testbed/*/go.mod (kine, kube-apiserver, ...).
 TESTBED_BIN = Path(os.environ.get("DR_TESTBED_BIN") or Path(__file__).resolve().parents[2] / ".tools" / "bin")
 CONTROL_PLANE = ("kine", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+TESTBED = (*CONTROL_PLANE, "external-secrets")  # everything `make testbed` builds: the real backend needs it all
 BACKENDS = ("auto", "real", "emulated")
 
 
 def testbed_built() -> bool:
     """True when every control-plane binary is there: `dr sandbox up` then runs the real control plane."""
-    return all(os.access(TESTBED_BIN / name, os.X_OK) for name in CONTROL_PLANE)
+    return all(os.access(TESTBED_BIN / name, os.X_OK) for name in TESTBED)
 
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "platform"
@@ -210,7 +211,8 @@ def up(
         )
     if backend == "real" and not testbed_built():
         raise errors.ConfigError(
-            f"the real control plane is not built: {', '.join(CONTROL_PLANE)} are missing from {TESTBED_BIN}",
+            f"the real control plane is not built: {', '.join(n for n in TESTBED if not (TESTBED_BIN / n).is_file())}"
+            f" missing from {TESTBED_BIN}",
             hint="run `make testbed` (needs Go >= 1.26 and the Go module proxy), or use --backend emulated",
             runbook=RUNBOOK,
         )

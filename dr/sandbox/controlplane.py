@@ -136,7 +136,7 @@ class ControlPlane:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        missing = [name for name in BINARIES if not (TOOLS / name).is_file()]
+        missing = [name for name in sandbox_process.TESTBED if not (TOOLS / name).is_file()]
         if missing:
             raise ControlPlaneError(f"not built: {', '.join(missing)} in {TOOLS}; run `make testbed`")
         try:

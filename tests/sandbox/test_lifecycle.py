@@ -230,3 +230,20 @@ def test_a_port_forward_reaches_a_vault_pod_through_the_emulated_api(tmp_path: P
     for _ in range(3):  # every connection is its own stream; the forward stays up between them
         assert not node.seal_status().initialized
     assert address == api.pod_address(pod, 8200, direct=False)  # one forward per pod port
+
+
+def test_the_real_backend_without_the_eso_binary_names_it_and_make_testbed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A testbed built before ESO joined it (or half built): `up --backend real` says what is missing."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for name in sandbox_process.CONTROL_PLANE:
+        (tools / name).symlink_to(sandbox_process.TESTBED_BIN / name)
+    monkeypatch.setattr(sandbox_process, "TESTBED_BIN", tools)
+    assert not sandbox_process.testbed_built()
+    with pytest.raises(errors.ConfigError) as refused:
+        sandbox_process.up(tmp_path / "sb", backend="real")
+    assert "external-secrets missing from" in refused.value.message
+    assert "kube-apiserver" not in refused.value.message
+    assert "make testbed" in (refused.value.hint or "")
