@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import datetime
 import json
 import os
 import shutil
@@ -214,8 +215,8 @@ def synced(obj: dict[str, Any], since: float | None = None) -> bool:
     ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
     if not ready or since is None:
         return ready
-    refreshed = checkpoints.parse_timestamp(status.get("refreshTime") or "1970-01-01T00:00:00Z")
-    return refreshed >= time.time() - (time.monotonic() - since) - 1.0
+    refreshed = datetime.datetime.fromisoformat(status.get("refreshTime") or "1970-01-01T00:00:00Z").timestamp()
+    return refreshed >= time.time() - (time.monotonic() - since) - 1.0  # refreshTime has whole seconds
 
 
 def main() -> None:
