@@ -14,6 +14,7 @@ from dr import errors, secret
 from dr.adapters import vault
 from dr.sandbox import backends
 from tests.harness_vault import Original, remember
+from tests.polling import eventually
 
 MANIFEST = """\
 apiVersion: v1
@@ -107,7 +108,14 @@ def test_openbao_kubernetes_auth_reviews_tokens_with_the_sandbox_api(
                 "subjects": [{"kind": "ServiceAccount", "name": "external-secrets", "namespace": "external-secrets"}],
             }
         )
-    token = vault.VaultNode(original.procs.addresses[0]).login_kubernetes("eso", jwt, mount="sandbox-k8s")
+
+    def login() -> secret.Secret | None:
+        try:
+            return vault.VaultNode(original.procs.addresses[0]).login_kubernetes("eso", jwt, mount="sandbox-k8s")
+        except errors.PermanentError:
+            return None  # the API server's RBAC cache learns of a new binding a moment after it is made
+
+    token = eventually(login, "the login once the binding reaches the API server's authorizer", timeout=15)
     remember(token)
     assert "default" in vault.VaultNode(original.procs.addresses[0], token=token).lookup_self()["policies"]
 
