@@ -235,7 +235,8 @@ def _established(client: kubernetes.client.ApiClient, name: str) -> None:
     ext = kubernetes.client.ApiextensionsV1Api(client)
     deadline = time.monotonic() + 10
     while True:
-        conditions = ext.read_custom_resource_definition(name).status.conditions or []
+        status = ext.read_custom_resource_definition(name).status  # none until the CRD controller's first pass
+        conditions = (status.conditions if status else None) or []
         if any(c.type == "Established" and c.status == "True" for c in conditions):
             return
         assert time.monotonic() < deadline
