@@ -147,10 +147,17 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         # Validated against the server's OpenAPI (kubectl's default); server-side for the large upstream CRDs.
         made.kubectl("apply", "--server-side", "-k", str(EXAMPLES / "bootstrap" / "argo-cd"))
         # As on any cluster, a new CRD serves its kind only once Established.
-        waited = made.kubectl(
-            "wait", "--for=condition=Established", "crd/applications.argoproj.io", "crd/appprojects.argoproj.io"
-        )
-        assert "condition met" in waited
+        # kubectl 1.32's `wait --for=condition` fails outright on a CRD read before the API server's
+        # first pass (`conditions: null`), as seen under CI's load; the README says to run it again.
+        for crd in ("crd/applications.argoproj.io", "crd/appprojects.argoproj.io"):
+            eventually(
+                lambda crd=crd: (
+                    "True"
+                    == made.kubectl("get", crd, "-o", "jsonpath={.status.conditions[?(@.type=='Established')].status}")
+                ),
+                f"{crd} Established",
+                timeout=30,
+            )
         made.kubectl("apply", "-f", str(EXAMPLES / "root-app.yaml"))
         yield made
     finally:
