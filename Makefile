@@ -24,7 +24,7 @@ help:
 	@echo "make demo     a DR drill on the sandbox: build, snapshot, destroy, recover, verify, report (set-up included)"
 	@echo "make test     lint + type check + tests (set-up included)"
 	@echo "make install  create .venv/ from uv.lock (reused while the lock is unchanged)"
-	@echo "make testbed  build the sandbox's control plane (kine, kube-apiserver, ...) into .tools/bin/"
+	@echo "make testbed  build the sandbox's Go tools (kine, kube-apiserver, ..., ESO, versitygw) into .tools/bin/"
 	@echo "make lock     re-resolve uv.lock after changing dependencies"
 	@echo "make clean    remove .venv/, .tools/ and caches"
 
@@ -32,8 +32,10 @@ $(TOOLS)/bin/uv:
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
+# Bytecode compiled once here (8 s on 2 cores): a start-up then never pays for it, also where .pyc files
+# cannot be written (PYTHONDONTWRITEBYTECODE, a read-only root): `dr plan` 0.3 s instead of 0.6 s.
 $(VENV)/.synced: uv.lock pyproject.toml | $(UV)
-	$(UV) sync --locked --quiet
+	$(UV) sync --locked --quiet --compile-bytecode
 	@touch $@
 
 install: $(VENV)/.synced

@@ -16,25 +16,20 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 import click
 
-from dr import __version__, errors, files, logs, secret, views
-from dr import config as config_mod
+from dr import __version__, drills, errors, files, secret, views
 from dr.adapters import sandbox_process
-from dr.drills import drill as drill_mod
 from dr.engine import checkpoints, locks
-from dr.ops import vault as vault_ops
-from dr.recovery import bootstrap as bootstrap_mod
-from dr.recovery import recover as recover_mod
-from dr.reports import history as report_history
-from dr.reports import html as report_html
-from dr.reports import record as report_record
-from dr.reports import render as report_render
-from dr.reports import trends as report_trends
-from dr.snapshots import schedule as snapshot_schedule
-from dr.snapshots import service as snapshot_service
+
+if TYPE_CHECKING:
+    from dr import config as config_mod
+    from dr.recovery import recover as recover_mod
+
+# Each command imports its use case when it runs: `dr --help` and `dr --version` need none, and the kubernetes
+# client, hvac, boto3, pydantic and structlog are most of a start-up's time (scripts/bench_cli.py).
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -50,6 +45,9 @@ class App:
 
     def load(self, **flags: tuple[str, Any]) -> config_mod.Config:
         """Load the config with this command's flags on top, then configure logging from it."""
+        from dr import config as config_mod
+        from dr import logs
+
         if self.log_format:
             flags["log_format"] = ("--log-format", self.log_format)
         config = config_mod.load(self.config_path, flags=flags)
@@ -167,6 +165,8 @@ def cli(ctx: click.Context, config_path: str | None, log_format: str | None, ver
 @click.pass_obj
 def plan_cmd(app: App, output: str) -> None:
     """Show the recovery steps: order, dependencies, what each checks."""
+    from dr.recovery import recover as recover_mod
+
     config = app.load()
     rows = recover_mod.build_plan(config).describe()
     _emit({"plan": recover_mod.PLAN_NAME, "steps": rows}, views.plan(rows), output)
@@ -205,6 +205,10 @@ def recover_cmd(
     output: str,
 ) -> None:
     """Rebuild the platform through the seven recovery steps; resumable after any crash."""
+    from dr.recovery import recover as recover_mod
+    from dr.reports import history as report_history
+    from dr.reports import record as report_record
+
     app: App = ctx.obj
     if cluster is None and resume is None:
         raise click.UsageError("give --cluster new|existing, or --resume RUN_ID to continue a run")
@@ -248,6 +252,8 @@ def bootstrap_cmd(
     The same steps as a recovery, without the restore; resumable after any crash. Exit 0 only when every step
     verified.
     """
+    from dr.recovery import bootstrap as bootstrap_mod
+
     app: App = ctx.obj
     config = app.load(state_dir=("--state-dir", state_dir), **{"cluster.provider": ("--provider", provider)})
     store = checkpoints.CheckpointStore(config.state_dir)
@@ -326,6 +332,8 @@ def vault_group() -> None:
 @click.pass_context
 def vault_status_cmd(ctx: click.Context, addresses: tuple[str, ...], output: str) -> None:
     """Every node's seal and HA state, Raft peers and autopilot; exit 0 only when healthy."""
+    from dr.ops import vault as vault_ops
+
     app: App = ctx.obj
     health = vault_ops.status(app.load(), addresses=addresses)
     _emit(health.to_dict(), views.vault_health(health), output)
@@ -349,6 +357,8 @@ def vault_unseal_cmd(
     app: App, addresses: tuple[str, ...], all_nodes: bool, key_files: tuple[str, ...], output: str
 ) -> None:
     """Unseal nodes with shares from --key-file or the configured key source."""
+    from dr.ops import vault as vault_ops
+
     results = vault_ops.unseal(app.load(), addresses=addresses, all_nodes=all_nodes, key_files=key_files)
     rows = [
         (address, "unsealed" if not st.sealed else "sealed", f"{st.threshold}/{st.shares}", st.version)
@@ -407,6 +417,8 @@ def snapshot_save_cmd(
     app: App, store: str | None, cluster_name: str | None, s3_endpoint: str | None, prune_after: bool, output: str
 ) -> None:
     """Stream a snapshot from the active Vault node into the store; commit it only when complete."""
+    from dr.snapshots import service as snapshot_service
+
     config = _store_config(app, store, cluster_name, s3_endpoint)
     with _terminate_as_interrupt():  # a CronJob's pod is stopped with SIGTERM: abort the upload, commit nothing
         saved, pruned = snapshot_service.save_now(config, prune_after=prune_after)
@@ -434,6 +446,8 @@ def snapshot_list_cmd(
     app: App, store: str | None, cluster_name: str | None, s3_endpoint: str | None, output: str
 ) -> None:
     """Committed snapshots, newest first, with size, age and verification state; orphans apart."""
+    from dr.snapshots import service as snapshot_service
+
     config = _store_config(app, store, cluster_name, s3_endpoint)
     entries, orphans, problems = snapshot_service.open_catalogue(config, read_only=True).scan()
     data = {
@@ -453,6 +467,8 @@ def snapshot_show_cmd(
     app: App, snapshot_id: str, store: str | None, cluster_name: str | None, s3_endpoint: str | None, output: str
 ) -> None:
     """One snapshot's manifest and latest verification."""
+    from dr.snapshots import service as snapshot_service
+
     config = _store_config(app, store, cluster_name, s3_endpoint)
     entry = snapshot_service.open_catalogue(config, read_only=True).get(snapshot_id)
     data = entry.to_dict()
@@ -479,6 +495,8 @@ def snapshot_verify_cmd(
     output: str,
 ) -> None:
     """Check a snapshot's checksum and archive; exit 1 with what failed."""
+    from dr.snapshots import service as snapshot_service
+
     app: App = ctx.obj
     config = _store_config(app, store, cluster_name, s3_endpoint)
     entry, result = snapshot_service.verify_now(config, snapshot_id, restore_test=restore_test)
@@ -510,6 +528,8 @@ def snapshot_prune_cmd(
     output: str,
 ) -> None:
     """Remove snapshots outside the retention policy; never the newest good one, never a young one."""
+    from dr.snapshots import service as snapshot_service
+
     app: App = ctx.obj
     config = _store_config(app, store, cluster_name, s3_endpoint)
     rules = snapshot_service.policy(
@@ -533,6 +553,8 @@ def snapshot_prune_cmd(
 @click.pass_obj
 def snapshot_schedule_cmd(app: App, cron: str, out_dir: str | None) -> None:
     """Render the nightly snapshot CronJob, its RBAC and its alerts (PrometheusRule)."""
+    from dr.snapshots import schedule as snapshot_schedule
+
     rendered = snapshot_schedule.render(app.load(), cron)
     if out_dir is None:
         click.echo("---\n".join(text for name, text in sorted(rendered.items()) if name != "kustomization.yaml"))
@@ -548,7 +570,7 @@ def snapshot_schedule_cmd(app: App, cron: str, out_dir: str | None) -> None:
 @click.option(
     "--provider", type=click.Choice(["sandbox", "kind"]), default="sandbox", show_default=True, help="Where to build."
 )
-@click.option("--scenario", type=click.Choice(drill_mod.SCENARIOS), default="total-loss", show_default=True)
+@click.option("--scenario", type=click.Choice(drills.SCENARIOS), default="total-loss", show_default=True)
 @click.option("--target-rto", metavar="DURATION", default=None, help="e.g. 15m [config targets.rto; default 15m].")
 @click.option("--target-rpo", metavar="DURATION", default=None, help="e.g. 24h [config targets.rpo; default 24h].")
 @click.option(
@@ -560,7 +582,7 @@ def snapshot_schedule_cmd(app: App, cron: str, out_dir: str | None) -> None:
 @click.option("--keep", is_flag=True, help="Keep the recovered platform (and its keys) for inspection.")
 @click.option(
     "--fault",
-    type=click.Choice(drill_mod.FAULTS),
+    type=click.Choice(drills.FAULTS),
     default=None,
     help="Rehearse a failing recovery: make the new sandbox's External Secrets fail every sync.",
 )
@@ -585,6 +607,9 @@ def drill_cmd(
     met. Everything the drill made is removed at the end, also on failure or Ctrl-C (`--keep` keeps the
     recovered platform); `dr drill cleanup` removes what a crashed drill left.
     """
+    from dr.drills import drill as drill_mod
+    from dr.reports import render as report_render
+
     if ctx.invoked_subcommand is not None:
         return
     app: App = ctx.obj
@@ -615,6 +640,8 @@ def drill_cmd(
 @click.pass_obj
 def drill_cleanup_cmd(app: App, state_dir: str | None) -> None:
     """Remove the clusters, keys and snapshots that crashed (or --keep) drills left in this state dir."""
+    from dr.drills import drill as drill_mod
+
     config = app.load(state_dir=("--state-dir", state_dir))
     removed = drill_mod.cleanup(config)
     click.echo("\n".join(f"removed {r}" for r in removed) if removed else "nothing left by earlier drills")
@@ -649,6 +676,10 @@ def report_group() -> None:
 @click.pass_obj
 def report_show_cmd(app: App, run_id: str | None, fmt: str, out: str | None, state_dir: str | None) -> None:
     """One run's report (the latest if RUN_ID is omitted)."""
+    from dr.reports import history as report_history
+    from dr.reports import html as report_html
+    from dr.reports import render as report_render
+
     config = app.load(state_dir=("--state-dir", state_dir))
     past = report_history.History(config.state_dir)
     report = past.get(run_id)
@@ -694,6 +725,10 @@ def report_history_cmd(
     output: str,
 ) -> None:
     """RTO p50/p95 per step and in total, the trend, the pass rate, and an optional regression gate."""
+    from dr.reports import history as report_history
+    from dr.reports import render as report_render
+    from dr.reports import trends as report_trends
+
     app: App = ctx.obj
     config = app.load(state_dir=("--state-dir", state_dir))
     reports = report_history.History(config.state_dir).reports(last=last, type_=type_)

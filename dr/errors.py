@@ -13,6 +13,8 @@ type whether to retry, and only the CLI turns it into an exit code::
     │   ├── CheckpointError      exit 1   a checkpoint cannot be read or written
     │   ├── SnapshotError        exit 1   a snapshot is incomplete, corrupt or not a Raft snapshot
     │   ├── SealConfigStale      exit 1   a Vault node caches the seal config of before a restore
+    │   ├── ObjectLocked         exit 1   a stored object under Object Lock retention cannot be deleted yet
+    │   ├── AlreadyExists        exit 1   a write that must create an object found one there (a second writer)
     │   └── PlanError            exit 1   a plan that cannot run (cycle, unknown step)
     ├── ConfigError              exit 2   bad configuration, flags or input
     ├── LockHeldError            exit 3   another run holds the state dir
@@ -25,6 +27,7 @@ should not put secrets there in the first place.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, ClassVar
 
 from dr import secret
@@ -137,6 +140,18 @@ class SnapshotError(PermanentError):
 
 class SealConfigStale(PermanentError):
     """A restored Vault node still has the pre-restore seal configuration: restart it, then unseal."""
+
+
+class ObjectLocked(PermanentError):
+    """An object the store's Object Lock retains: deleting it must wait until `until`."""
+
+    def __init__(self, message: str, *, until: datetime, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.until = until
+
+
+class AlreadyExists(PermanentError):
+    """A create-only write (a manifest) found the key taken: another writer got there first."""
 
 
 class PlanError(PermanentError):

@@ -26,13 +26,20 @@ def fsync_dir(directory: Path) -> None:
 
 
 def write_atomic(
-    path: Path, payload: bytes, *, mode: int = 0o600, error: type[errors.DRError] = errors.PermanentError
+    path: Path,
+    payload: bytes,
+    *,
+    mode: int = 0o600,
+    error: type[errors.DRError] = errors.PermanentError,
+    create_only: bool = False,
 ) -> None:
     """Replace `path` with `payload` so that readers never see a partial file.
 
     tmp file (unique name, created with `mode`) → write → fsync → rename →
     fsync the directory. On any failure the old file is untouched and the
-    tmp file is removed.
+    tmp file is removed. `create_only` links instead of renaming, so that of
+    two writers of the same path exactly one wins and the other gets
+    `AlreadyExists` (S3's `If-None-Match: *`, on a filesystem).
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
@@ -44,8 +51,18 @@ def write_atomic(
             os.fsync(fd)
         finally:
             os.close(fd)
-        tmp.replace(path)
+        if create_only:
+            try:
+                os.link(tmp, path)
+            finally:
+                tmp.unlink()
+        else:
+            tmp.replace(path)
         fsync_dir(path.parent)
+    except FileExistsError:
+        raise errors.AlreadyExists(
+            f"{path} already exists", hint="another writer created it first; nothing was overwritten"
+        ) from None
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()

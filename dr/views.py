@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dr import errors, secret
-from dr.adapters import vault
 from dr.engine import checkpoints
-from dr.recovery import summary
+
+if TYPE_CHECKING:
+    from dr.adapters import vault
+    from dr.recovery import summary
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
@@ -95,6 +97,8 @@ def run_status(run: checkpoints.RunRecord, holder: dict[str, Any] | None, *, adv
             )
         )
     body = table(("STEP", "STATE", "ATTEMPTS", "STARTED", "DURATION", "WAITED", "NOTE"), rows)
+    from dr.recovery import summary  # the step classes, with the use cases behind them: not for every view
+
     tail = "\n" + _times(run.plan, summary.of(run))
     failed = [r for r in run.steps.values() if r.state == "failed" and r.error and advice]
     for rec in failed:
@@ -107,6 +111,8 @@ def run_status(run: checkpoints.RunRecord, holder: dict[str, Any] | None, *, adv
 
 def run_json(run: checkpoints.RunRecord) -> dict[str, Any]:
     """The run record, with its recovery times (`summary`) worked out."""
+    from dr.recovery import summary
+
     return {**run.to_json(), "summary": summary.of(run).to_json()}
 
 
@@ -237,5 +243,6 @@ def prune(result: Any) -> str:
     lines += [f"  {verb}: {i}" for i in result.deleted]
     lines += [f"  {verb} orphan: {k}" for k in result.orphans]
     lines += [f"  kept: {i} ({', '.join(r)})" for i, r in sorted(result.kept.items(), reverse=True)]
+    lines += [f"  kept: {i} (Object Lock until {t}; due for removal after that)" for i, t in result.locked.items()]
     lines += [f"  FAILED to remove {k}: {why}" for k, why in result.failed.items()]
     return "\n".join(lines)

@@ -5,12 +5,13 @@ then measures, each in its own process: wall time, throughput and peak RSS of
 
 * `bao operator raft snapshot save` to a local file (the baseline);
 * `dr snapshot save` to a file store;
-* `dr snapshot save` to S3 (moto's server on loopback);
+* `dr snapshot save` to S3 (versitygw, a real S3 server, on loopback);
 * the S3 baseline: the `bao` save above, then boto3's `upload_file` of that file.
 
 Targets: dr's peak RSS grows by less than 32 MB between the sizes; file-store
-throughput at least 0.9x the bao baseline; saving to S3 at most 0.6x the time
-of save-then-upload.
+throughput at least 0.9x the bao baseline; saving to S3 at most 0.8x the time
+of save-then-upload (dr streams while bao writes; the baseline does one after
+the other). Needs versitygw in .tools/bin (make testbed).
 
     .venv/bin/python scripts/bench_snapshot.py [--sizes 64 512] [--repeat 2]
 """
@@ -21,8 +22,6 @@ import argparse
 import os
 import secrets
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,35 +30,14 @@ from pathlib import Path
 import boto3
 import hvac
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the S3 server's harness lives beside the tests
+
+from proctime import timed
+
 from dr.adapters import localbao
+from tests import harness_s3
 
 BIN = Path(sys.executable).parent
-
-
-def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """(wall seconds, peak RSS MiB) of one child process; fails loudly if it fails."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{cmd[:3]} failed: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
-    return wall, usage.ru_maxrss / 1024
-
-
-def start_moto(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = localbao.free_port()
-    log = (workdir / "moto.log").open("wb")
-    proc = subprocess.Popen(
-        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
-    )
-    for _ in range(300):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, f"http://127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit("moto_server did not start")
 
 
 def fill(client: hvac.Client, target_mb: int, written: int) -> int:
@@ -79,7 +57,8 @@ def main() -> None:
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="dr-bench-"))
     cluster = localbao.BaoCluster(workdir / "bao", size=1).start()
-    moto, endpoint = start_moto(workdir)
+    s3_proc, server = harness_s3.start(workdir / "s3")
+    endpoint = server.endpoint
     try:
         address = cluster.addresses[0]
         client = hvac.Client(url=address)
@@ -90,16 +69,18 @@ def main() -> None:
             time.sleep(0.1)
         client.sys.enable_secrets_engine("kv", path="kv", options={"version": "2"})
         time.sleep(1)
-        aws = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
+        aws = server.env()
         s3 = boto3.client(
             "s3",
             endpoint_url=endpoint,
-            **{"aws_access_key_id": "bench", "aws_secret_access_key": "bench", "region_name": "us-east-1"},
+            aws_access_key_id=server.access_key,
+            aws_secret_access_key=server.secret_key,
+            region_name=harness_s3.REGION,
         )
         bucket = f"bench-{secrets.token_hex(3)}"
         s3.create_bucket(Bucket=bucket)
         env = {
-            **os.environ,
+            **{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},  # .pyc as on any machine
             **aws,
             "VAULT_ADDR": address,
             "BAO_ADDR": address,
@@ -158,7 +139,7 @@ def main() -> None:
             grow_s3 = rows[-1][2]["s3"][1] - rows[0][2]["s3"][1]
             print(f"peak RSS growth {rows[0][0]}MB → {rows[-1][0]}MB: file {grow_file:+.1f} MB, s3 {grow_s3:+.1f} MB")
     finally:
-        moto.terminate()
+        harness_s3.stop(s3_proc)
         cluster.destroy()
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the sandbox's real components from the pinned Go modules in testbed/*/ into .tools/bin/: the control plane
-# (kine, kube-apiserver, kube-controller-manager, kube-scheduler) and the External Secrets Operator's controller, with
-# ESO's upstream CRDs (external-secrets-crds.yaml, from the same module) beside it.
+# (kine, kube-apiserver, kube-controller-manager, kube-scheduler), the External Secrets Operator's controller, with
+# ESO's upstream CRDs (external-secrets-crds.yaml, from the same module) beside it, and versitygw, the S3 server that
+# the tests and benchmarks store snapshots in.
 #
 # A cold build takes about ten minutes on two cores, so finished binaries are kept in a cache outside the clone
 # (${DR_TESTBED_CACHE:-~/.cache/dr-testbed}/<key>/), keyed on go.mod, go.sum, the build flags and the Go version: a
@@ -73,3 +74,4 @@ build testbed/kubernetes "$K8S_LDFLAGS" \
 	k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler
 build testbed/eso "-s -w" github.com/external-secrets/external-secrets \
 	-- github.com/external-secrets/external-secrets:deploy/crds/bundle.yaml=external-secrets-crds.yaml
+build testbed/versitygw "-s -w -X main.Version=v1.8.0" github.com/versity/versitygw/cmd/versitygw

@@ -16,8 +16,8 @@ import structlog
 from dr import secret
 from dr.adapters import localbao as bao
 
-# Real OpenBao clusters (session-scoped) and the leak scan, for every test directory.
-pytest_plugins = ["tests.harness_vault"]
+# Real OpenBao clusters (session-scoped) and the leak scan; a real S3 server (versitygw); for every test directory.
+pytest_plugins = ["tests.harness_vault", "tests.harness_s3"]
 
 
 @pytest.fixture(autouse=True)
@@ -67,7 +67,7 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 def aws_env(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Fake credentials and region for moto; nothing real is reachable from here anyway."""
+    """Fake credentials and region for moto (Secrets Manager, SSM; S3 tests use `s3_env`, a real server)."""
     for name, value in {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",

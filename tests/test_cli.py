@@ -37,6 +37,35 @@ def test_python_dash_m_runs_the_same_cli() -> None:
     assert f"dr, version {__version__}" == out.stdout.strip()
 
 
+CLIENTS = ("kubernetes", "hvac", "boto3", "botocore", "requests")  # and dr.sandbox
+
+
+def _loaded_after(code: str, *argv: str) -> set[str]:
+    """The client libraries a fresh interpreter holds after `code` (with `sys.argv` = argv)."""
+    probe = (
+        f"import sys; sys.argv = {['dr', *argv]!r}\n{code}\n"
+        f"import json; print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {CLIENTS!r}"
+        " or m.startswith('dr.sandbox'))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=Path(__file__).parent
+    )
+    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def test_the_cli_imports_no_client_library_until_a_command_needs_it(tmp_path: Path) -> None:
+    """`import dr.cli`, `dr plan` and `dr snapshot list` on a file store start without kubernetes, hvac or boto3.
+
+    They are half a second of imports on two cores (scripts/bench_cli.py); `dr vault status` must load hvac.
+    """
+    assert set() == _loaded_after("import dr.cli")
+    run = "from dr.cli import main\ntry:\n    main()\nexcept SystemExit as done:\n    assert not done.code, done.code"
+    assert set() == _loaded_after(run, "plan")
+    assert set() == _loaded_after(run, "snapshot", "list", "--store", str(tmp_path))
+    status = run.replace("assert not done.code, done.code", "pass")  # nothing answers: it exits 1, hvac loaded
+    assert "hvac" in _loaded_after(status, "vault", "status", "--address", "http://127.0.0.1:9")
+
+
 def test_plan_lists_the_seven_steps_in_order_and_the_snapshot_branch() -> None:
     """`dr plan -o json`: the seven stable names each requiring the one before; raft-restore also the snapshot."""
     data = json.loads(dr("plan", "--output", "json").output)

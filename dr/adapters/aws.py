@@ -33,6 +33,11 @@ TRANSIENT_CODES: Final = frozenset(
         "500",
     }
 )
+# Credentials the server does not accept: no retry helps, the operator must fix them. XAdminUserNotFound is
+# versitygw's word for an access key it does not know.
+CREDENTIAL_CODES: Final = frozenset(
+    {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "XAdminUserNotFound"}
+)
 
 
 def client(service: str, *, region: str | None = None, endpoint_url: str | None = None) -> Any:
@@ -79,6 +84,13 @@ def translate(exc: Exception, what: str, *, runbook: str | None = None) -> error
         text = f"cannot {what}: {code}" + (f": {message}" if message else "")
         if code in TRANSIENT_CODES:
             return errors.TransientError(text, runbook=runbook)
+        if code in CREDENTIAL_CODES:
+            return errors.ConfigError(
+                text,
+                hint="the server refused the AWS credentials: check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or "
+                "AWS_PROFILE, and that they belong to this endpoint",
+                runbook=runbook,
+            )
         return errors.PermanentError(text, runbook=runbook)
     return errors.PermanentError(f"cannot {what}: {exc}", runbook=runbook)
 

@@ -23,14 +23,8 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import kubernetes
-import kubernetes.dynamic
-import kubernetes.dynamic.exceptions
-import kubernetes.stream
-import requests
-import urllib3
 import yaml
 
 from dr import errors, logs, safeyaml, waiting
@@ -38,6 +32,13 @@ from dr import errors, logs, safeyaml, waiting
 FIELD_MANAGER: Final = "dr"
 RUNBOOK: Final = "runbooks/cluster.md"
 CLUSTER_KINDS_FIRST: Final = ("Namespace", "CustomResourceDefinition")
+
+if TYPE_CHECKING:
+    import kubernetes
+    import urllib3
+
+# The kubernetes client (about half a second to import) and requests are imported where a cluster is first
+# reached, not here: `dr --help`, `dr plan` and `dr snapshot list` never talk to Kubernetes.
 
 log = logs.get("dr.kube")
 
@@ -48,14 +49,17 @@ Obj = dict[str, Any]
 # idempotent request is retried a few times with backoff before the step sees the error. The last answer is
 # returned as it is, so the step's error says what the API server said. POST is left out: creating twice is not
 # idempotent (a retried create gets 409, which `create` handles, but a surprise is not worth a saved second).
-RETRIES: Final = urllib3.util.Retry(
-    total=4,
-    backoff_factor=0.2,
-    status_forcelist=(429, 500, 502, 503, 504),
-    allowed_methods=frozenset({"GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"}),
-    raise_on_status=False,
-    respect_retry_after_header=True,
-)
+def _retries() -> urllib3.util.Retry:
+    import urllib3
+
+    return urllib3.util.Retry(
+        total=4,
+        backoff_factor=0.2,
+        status_forcelist=(429, 500, 502, 503, 504),
+        allowed_methods=frozenset({"GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"}),
+        raise_on_status=False,
+        respect_retry_after_header=True,
+    )
 
 
 class Conflict(errors.PermanentError):
@@ -65,6 +69,9 @@ class Conflict(errors.PermanentError):
 @contextlib.contextmanager
 def mapped(what: str, *, runbook: str = RUNBOOK) -> Iterator[None]:
     """Translate the kubernetes client's exceptions raised while doing `what`."""
+    import kubernetes
+    import urllib3
+
     try:
         yield
     except kubernetes.client.ApiException as exc:
@@ -104,6 +111,8 @@ def load_manifests(source: str, *, base: Path | None = None, sha256: str | None 
 
     A URL must come with its sha256: a pinned install is the one that was reviewed, byte for byte.
     """
+    import requests
+
     if source.startswith(("https://", "http://")):
         if not sha256:
             raise errors.ConfigError(
@@ -153,6 +162,8 @@ class Kube:
     """One cluster, reached through a kubeconfig (or the pod's in-cluster config)."""
 
     def __init__(self, kubeconfig: Path | None = None, context: str | None = None) -> None:
+        import kubernetes
+
         with mapped("loading the kubeconfig"):
             try:
                 configuration = kubernetes.client.Configuration()
@@ -164,7 +175,7 @@ class Kube:
                     kubernetes.config.load_kube_config(
                         str(kubeconfig), context=context, client_configuration=configuration
                     )
-                configuration.retries = RETRIES
+                configuration.retries = _retries()
                 self.api = kubernetes.client.ApiClient(configuration=configuration)
             except kubernetes.config.ConfigException as exc:
                 raise errors.ConfigError(
@@ -188,6 +199,8 @@ class Kube:
         return Path(path).read_text() if path else None
 
     def _resource(self, api_version: str, kind: str) -> Any:
+        import kubernetes
+
         try:
             return self.dynamic.resources.get(api_version=api_version, kind=kind)
         except kubernetes.dynamic.exceptions.ResourceNotFoundError:
@@ -197,11 +210,15 @@ class Kube:
     # -- reads ----------------------------------------------------------------------------------
 
     def version(self) -> str:
+        import kubernetes
+
         with mapped(f"reading the version of {self.server}"):
             info = kubernetes.client.VersionApi(self.api).get_code()
         return str(info.git_version)
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
+        import kubernetes
+
         with mapped(f"reading {kind} {namespace + '/' if namespace else ''}{name}"):
             try:
                 return self._resource(api_version, kind).get(name=name, namespace=namespace).to_dict()  # type: ignore[no-any-return]
@@ -219,6 +236,8 @@ class Kube:
         labels: str | None = None,
         fields: str | None = None,
     ) -> list[Obj]:
+        import kubernetes
+
         with mapped(f"listing {kind}"):
             try:
                 found = self._resource(api_version, kind).get(
@@ -279,6 +298,8 @@ class Kube:
 
     def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> None:
         """Delete one object; absent is fine."""
+        import kubernetes
+
         with mapped(f"deleting {kind} {namespace + '/' if namespace else ''}{name}"):
             try:
                 self._resource(api_version, kind).delete(name=name, namespace=namespace)
@@ -306,6 +327,8 @@ class Kube:
         What the steps' waits sleep on: each tick costs one LIST of what they wait for plus this watch,
         whatever the number of objects, and a change is seen at once rather than at the next poll.
         """
+        import kubernetes
+
         try:
             resource = self._resource(api_version, kind)
             watcher = kubernetes.watch.Watch()
@@ -343,6 +366,8 @@ class _Forward:
     """A loopback listener whose every connection is one port-forward stream to a pod's port."""
 
     def __init__(self, api: kubernetes.client.ApiClient, namespace: str, name: str, port: int) -> None:
+        import kubernetes
+
         self.core = kubernetes.client.CoreV1Api(api)
         self.namespace, self.name, self.port = namespace, name, port
         self.listener = socket.create_server(("127.0.0.1", 0))
@@ -358,6 +383,8 @@ class _Forward:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
+        import kubernetes
+
         try:
             stream = kubernetes.stream.portforward(
                 self.core.connect_get_namespaced_pod_portforward, self.name, self.namespace, ports=str(self.port)

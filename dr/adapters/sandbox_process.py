@@ -14,12 +14,9 @@ import fcntl
 import json
 import os
 import signal
-import ssl
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +65,10 @@ def alive(pid: int) -> bool:
 
 
 def _healthy(directory: Path, url: str) -> bool:
+    import ssl  # with urllib.request, a fifth of `dr --help`'s imports: only here, where the sandbox is asked
+    import urllib.error
+    import urllib.request
+
     context = ssl.create_default_context(cafile=str(directory / "ca" / "ca.crt"))
     try:
         with urllib.request.urlopen(f"{url}/healthz", timeout=2, context=context) as reply:  # noqa: S310 - https

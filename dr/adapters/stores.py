@@ -5,7 +5,12 @@ A store holds opaque objects under keys (`<cluster>/<id>.snap`,
 streams (memory stays flat whatever the size) and becomes visible only on
 `commit()`: a file store writes a hidden partial file and renames it, S3
 completes a multipart upload whose parts carry SHA-256 checksums the server
-checks. Small objects (manifests) are written atomically in one call.
+checks. Small objects (manifests) are written atomically in one call, and
+a manifest only if its key is free (`If-None-Match: *`): of two writers, one
+wins and the other is told. Objects under S3 Object Lock retention are never
+deleted early: `delete` checks first and raises `ObjectLocked` with the date,
+because on a versioned bucket a plain DELETE "succeeds" by hiding the
+snapshot behind a delete marker while its bytes stay locked.
 A store opened read-only refuses every write, which is how a recovery uses
 it: nothing a recovery does can overwrite or prune the good snapshots.
 """
@@ -63,7 +68,9 @@ class Store(Protocol):
 
     def upload(self, key: str) -> Upload: ...
 
-    def put_bytes(self, key: str, data: bytes) -> None: ...
+    def put_bytes(self, key: str, data: bytes, *, create_only: bool = False) -> None: ...
+
+    def locked_until(self, key: str) -> datetime | None: ...
 
     def get_bytes(self, key: str) -> bytes: ...
 
@@ -116,8 +123,11 @@ class FileStore:
     def upload(self, key: str) -> Upload:
         return _FileUpload(self._writable_dir(key))
 
-    def put_bytes(self, key: str, data: bytes) -> None:
-        files.write_atomic(self._writable_dir(key), data)
+    def put_bytes(self, key: str, data: bytes, *, create_only: bool = False) -> None:
+        files.write_atomic(self._writable_dir(key), data, create_only=create_only)
+
+    def locked_until(self, key: str) -> datetime | None:
+        return None  # a directory has no retention of its own; S3 Object Lock is the immutable store
 
     def get_bytes(self, key: str) -> bytes:
         try:
@@ -240,22 +250,70 @@ class S3Store:
         self.read_only = read_only
         self.options = options or S3Options()
         self.client = aws.client("s3", region=region, endpoint_url=endpoint_url)
+        self._lock_checked = False
+
+    def _writable(self) -> None:
+        """Refuse writes on a read-only store; with retention asked for, the bucket must have Object Lock."""
+        if self.read_only:
+            raise _refuse_write(self.url)
+        if self.options.object_lock_days and not self._lock_checked:
+            try:
+                reply = self.client.get_object_lock_configuration(Bucket=self.bucket)
+                enabled = reply.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
+            except Exception as exc:
+                if aws.error_code(exc) != "ObjectLockConfigurationNotFoundError":
+                    raise aws.translate(exc, f"read the Object Lock configuration of {self.bucket}") from exc
+                enabled = False
+            if not enabled:
+                raise errors.ConfigError(
+                    f"bucket {self.bucket} has no Object Lock, but snapshots.s3_object_lock_days asks for "
+                    f"{self.options.object_lock_days} days of {self.options.object_lock_mode} retention",
+                    hint="Object Lock can only be chosen when a bucket is created: save to a bucket created with "
+                    "Object Lock enabled, or remove snapshots.s3_object_lock_days from the config",
+                    runbook=RUNBOOK,
+                )
+            self._lock_checked = True
 
     def _key(self, key: str) -> str:
         _check_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def upload(self, key: str) -> Upload:
-        if self.read_only:
-            raise _refuse_write(self.url)
+        self._writable()
         return _S3Upload(self, self._key(key))
 
-    def put_bytes(self, key: str, data: bytes) -> None:
-        if self.read_only:
-            raise _refuse_write(self.url)
+    def put_bytes(self, key: str, data: bytes, *, create_only: bool = False) -> None:
+        self._writable()
         full = self._key(key)
-        with aws.mapped(f"write s3://{self.bucket}/{full}", runbook=RUNBOOK):
-            self.client.put_object(Bucket=self.bucket, Key=full, Body=data, **self.options.put_args())
+        condition = {"IfNoneMatch": "*"} if create_only else {}
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=full, Body=data, **condition, **self.options.put_args())
+        except Exception as exc:
+            if not aws.is_aws_error(exc):
+                raise
+            if create_only and aws.error_code(exc) in ("PreconditionFailed", "412"):
+                raise errors.AlreadyExists(
+                    f"s3://{self.bucket}/{full} already exists",
+                    hint="another writer created it first; nothing was overwritten",
+                    runbook=RUNBOOK,
+                ) from exc
+            raise aws.translate(exc, f"write s3://{self.bucket}/{full}", runbook=RUNBOOK) from exc
+
+    def _head(self, full: str) -> dict[str, Any] | None:
+        try:
+            reply: dict[str, Any] = self.client.head_object(Bucket=self.bucket, Key=full)
+        except Exception as exc:
+            if not aws.is_aws_error(exc):
+                raise
+            if aws.error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise aws.translate(exc, f"read s3://{self.bucket}/{full}", runbook=RUNBOOK) from exc
+        return reply
+
+    def locked_until(self, key: str) -> datetime | None:
+        head = self._head(self._key(key))
+        until: datetime | None = head.get("ObjectLockRetainUntilDate") if head else None
+        return until if until is not None and until > datetime.now(UTC) else None
 
     def get_bytes(self, key: str) -> bytes:
         with self.open(key) as body:
@@ -265,7 +323,8 @@ class S3Store:
     def open(self, key: str) -> Iterator[Readable]:
         full = self._key(key)
         with aws.mapped(f"read s3://{self.bucket}/{full}", runbook=RUNBOOK):
-            body = self.client.get_object(Bucket=self.bucket, Key=full)["Body"]
+            # ChecksumMode makes botocore check the bytes against the SHA-256 the upload stored, as they stream.
+            body = self.client.get_object(Bucket=self.bucket, Key=full, ChecksumMode="ENABLED")["Body"]
         try:
             yield _Reader(body, f"s3://{self.bucket}/{full}")
         finally:
@@ -282,23 +341,30 @@ class S3Store:
         return sorted(found, key=lambda o: o.key)
 
     def size(self, key: str) -> int | None:
-        full = self._key(key)
-        try:
-            reply = self.client.head_object(Bucket=self.bucket, Key=full)
-        except Exception as exc:
-            if not aws.is_aws_error(exc):
-                raise
-            if aws.error_code(exc) in ("404", "NoSuchKey", "NotFound"):
-                return None
-            raise aws.translate(exc, f"read s3://{self.bucket}/{full}", runbook=RUNBOOK) from exc
-        return int(reply["ContentLength"])
+        head = self._head(self._key(key))
+        return int(head["ContentLength"]) if head else None
 
     def delete(self, key: str) -> None:
         if self.read_only:
             raise _refuse_write(self.url)
         full = self._key(key)
+        head = self._head(full)
+        if head is None:
+            return
+        until = head.get("ObjectLockRetainUntilDate")
+        if until is not None and until > datetime.now(UTC):
+            raise errors.ObjectLocked(
+                f"s3://{self.bucket}/{full} is under {head.get('ObjectLockMode', 'Object Lock')} retention "
+                f"until {until:%Y-%m-%d %H:%M} UTC",
+                until=until,
+                hint="Object Lock keeps it until then; prune removes it on a run after that date",
+                runbook=RUNBOOK,
+            )
+        # Deleting the version, not the key: on a versioned bucket a plain DELETE only adds a delete marker,
+        # and the bytes that prune means to free would stay behind as a noncurrent version.
+        version = {"VersionId": head["VersionId"]} if head.get("VersionId") not in (None, "null") else {}
         with aws.mapped(f"delete s3://{self.bucket}/{full}", runbook=RUNBOOK):
-            self.client.delete_object(Bucket=self.bucket, Key=full)
+            self.client.delete_object(Bucket=self.bucket, Key=full, **version)
 
 
 class _Reader:

@@ -21,14 +21,17 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, BinaryIO, Final, Literal, Protocol
-
-import hvac
-import hvac.exceptions
-import requests
+from typing import TYPE_CHECKING, Any, BinaryIO, Final, Literal, Protocol
 
 from dr import errors, logs, secret, waiting
 from dr.adapters import raft_archive
+
+if TYPE_CHECKING:
+    import hvac.exceptions
+    import requests
+
+# hvac and requests are imported where a node is first called, not here: `dr --help`, `dr plan`
+# and `dr snapshot list` on a file store never talk to Vault and start faster without them.
 
 DEFAULT_TIMEOUT: Final = 30.0
 # hvac's 30 s default cuts large snapshots off; this is a read-inactivity timeout, not a total.
@@ -53,6 +56,9 @@ def mapped(
     address: str, action: str, *, runbook: str | None = None, forbidden_hint: str | None = None
 ) -> Iterator[None]:
     """Translate hvac/requests exceptions raised while doing `action` on `address`."""
+    import hvac.exceptions
+    import requests
+
     try:
         yield
     except hvac.exceptions.VaultError as exc:
@@ -197,6 +203,9 @@ class VaultNode:
         self.snapshot_timeout = snapshot_timeout
         self.token = token
         verify: str | bool = ca_cert if ca_cert else True
+        import hvac
+        import requests
+
         session = requests.Session()
         session.verify = verify
         raw_token = token.reveal() if token else None
@@ -422,13 +431,18 @@ class VaultNode:
             return archive.finish()
 
     def _stream_snapshot(self, archive: raft_archive.BackgroundCheck, out: Writable, chunk_size: int) -> None:
+        import urllib3
+
         with mapped(self.address, "taking a Raft snapshot"):
             response = self._call("GET", "/v1/sys/storage/raft/snapshot", stream=True, timeout=self.snapshot_timeout)
             try:
-                for chunk in response.iter_content(chunk_size):
+                # The server sends HTTP chunks of about 32 KiB, and `iter_content` hands each one over as it
+                # is; urllib3's own `read(n)` fills n bytes across them, so that the hash, the archive check's
+                # queue and the store's write each run once per MiB: 1.4 s less at 512 MB (bench_snapshot.py).
+                while chunk := response.raw.read(chunk_size, decode_content=True):
                     archive.feed(chunk)
                     out.write(chunk)
-            except requests.exceptions.ChunkedEncodingError as exc:
+            except urllib3.exceptions.HTTPError as exc:  # a broken chunk, a read timeout, the peer gone
                 raise errors.SnapshotError(f"{self.address}: snapshot stream was cut off: {exc}") from exc
             finally:
                 response.close()
@@ -463,6 +477,8 @@ class VaultNode:
 
     def generate_root(self, shares: Sequence[secret.Secret]) -> secret.Secret:
         """A new root token from key shares (OTP flow). Revoke it when done."""
+        import hvac.exceptions
+
         with mapped(self.address, "starting root token generation", runbook=RUNBOOK_RESTORE):
             try:
                 progress = self._api("GET", "/v1/sys/generate-root/attempt")
@@ -536,6 +552,8 @@ class VaultNode:
 
     def read(self, path: str) -> dict[str, Any] | None:
         """`GET /v1/<path>`'s `data`, or None when nothing is there (a canary check; values are not logged)."""
+        import hvac.exceptions
+
         with mapped(self.address, f"reading {path}"):
             try:
                 response = self._call("GET", f"/v1/{path.lstrip('/')}")

@@ -33,14 +33,13 @@ from typing import Any, Final, Literal
 from dr import config as config_mod
 from dr import errors, files, logs, secret, views
 from dr.adapters import kube, metrics, providers, sandbox_process, vault
+from dr.drills import FAULTS, SCENARIOS
 from dr.engine import checkpoints, runner
 from dr.recovery import bootstrap, recover
 from dr.reports import history, html, record, render
 from dr.snapshots import service
 
 RUNBOOK: Final = "runbooks/drill.md"
-SCENARIOS: Final = ("total-loss",)
-FAULTS: Final = ("eso-unavailable",)  # sandbox knobs that make the recovery fail, to rehearse the failure path
 MARKER: Final = "drill.json"
 APP: Final = ("argoproj.io/v1alpha1", "Application")
 ES: Final = ("external-secrets.io/v1", "ExternalSecret")

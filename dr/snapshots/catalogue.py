@@ -210,8 +210,25 @@ class Catalogue:
     def record(self, snapshot_id: str, verification: Verification) -> None:
         self.store.put_bytes(self.verify_key(snapshot_id), verification.to_json())
 
+    def locked_until(self, snapshot_id: str) -> datetime | None:
+        """The latest Object Lock retention date among the snapshot's objects, if any is still retained."""
+        keys = (self.manifest_key(snapshot_id), self.verify_key(snapshot_id), self.data_key(snapshot_id))
+        locks = [until for until in map(self.store.locked_until, keys) if until is not None]
+        return max(locks) if locks else None
+
     def delete(self, snapshot_id: str) -> None:
-        """Uncommit first (manifest), then data: a crash in between leaves an orphan, never a broken entry."""
-        self.store.delete(self.manifest_key(snapshot_id))
-        self.store.delete(self.verify_key(snapshot_id))
-        self.store.delete(self.data_key(snapshot_id))
+        """Uncommit first (manifest), then data: a crash in between leaves an orphan, never a broken entry.
+
+        Retention is checked on all three objects before any is touched, so a snapshot that Object Lock
+        still holds stays whole and listed instead of losing its manifest and becoming an orphan.
+        """
+        until = self.locked_until(snapshot_id)
+        if until is not None:
+            raise errors.ObjectLocked(
+                f"snapshot {snapshot_id} is under Object Lock retention until {until:%Y-%m-%d %H:%M} UTC",
+                until=until,
+                hint="the store keeps it until then; a prune after that date removes it",
+                runbook=RUNBOOK,
+            )
+        for key in (self.manifest_key(snapshot_id), self.verify_key(snapshot_id), self.data_key(snapshot_id)):
+            self.store.delete(key)

@@ -68,7 +68,7 @@ def save(
         sha256=info.sha256,
         source=node.address,
     )
-    cat.store.put_bytes(cat.manifest_key(snapshot_id), manifest.to_json())
+    cat.store.put_bytes(cat.manifest_key(snapshot_id), manifest.to_json(), create_only=True)  # never overwrite
     duration = time.monotonic() - started
     log.info("snapshot_saved", id=snapshot_id, size=info.size, sha256=info.sha256, duration=round(duration, 2))
     return Saved(manifest, duration)

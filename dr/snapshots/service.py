@@ -93,6 +93,8 @@ class PruneResult:
     kept: dict[str, list[str]] = field(default_factory=dict)
     orphans: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    # Due for removal but under Object Lock: id or orphan key -> retained until (ISO).
+    locked: dict[str, str] = field(default_factory=dict)
     dry_run: bool = False
 
 
@@ -107,22 +109,32 @@ def prune(
     )
     result = PruneResult(kept=decision.keep, dry_run=dry_run)
     old_orphans = [o for o in orphans if moment - o.modified >= rules.min_age]
-    for snapshot_id in decision.delete:
+    targets = [(i, cat.locked_until, cat.delete, result.deleted) for i in decision.delete] + [
+        (o.key, cat.store.locked_until, cat.store.delete, result.orphans) for o in old_orphans
+    ]
+    # What Object Lock retains is kept and reported with its date, in a dry run too, and is not a failure:
+    # the store is doing what it was set up to do.
+    for key, locked_until, delete, done in targets:
         try:
-            if not dry_run:
-                cat.delete(snapshot_id)
-            result.deleted.append(snapshot_id)
-        except errors.DRError as exc:  # e.g. Object Lock: keep going, say which and why
-            result.failed[snapshot_id] = str(exc)
-    for orphan in old_orphans:
-        try:
-            if not dry_run:
-                cat.store.delete(orphan.key)
-            result.orphans.append(orphan.key)
-        except errors.DRError as exc:
-            result.failed[orphan.key] = str(exc)
+            until = locked_until(key)
+            if until is None and not dry_run:
+                delete(key)
+        except errors.ObjectLocked as exc:  # retained between the check and the delete
+            until = exc.until
+        except errors.DRError as exc:  # keep going, say which and why
+            result.failed[key] = str(exc)
+            continue
+        if until is None:
+            done.append(key)
+        else:
+            result.locked[key] = until.isoformat()
     log.info(
-        "snapshot_pruned", deleted=result.deleted, orphans=result.orphans, dry_run=dry_run, failed=list(result.failed)
+        "snapshot_pruned",
+        deleted=result.deleted,
+        orphans=result.orphans,
+        locked=result.locked,
+        dry_run=dry_run,
+        failed=list(result.failed),
     )
     return result
 

@@ -17,8 +17,8 @@ what happened:
 
 Faults: SIGKILL and SIGTERM of dr; Kubernetes API latency, 5xx and dropped
 watches (the sandbox's knobs); the Vault node killed mid-restore and
-mid-snapshot; S3 errors and throttling (`S3FaultProxy` in front of moto's
-server); the state dir's (or the store's) disk full (a small tmpfs).
+mid-snapshot; S3 errors and throttling (`S3FaultProxy` in front of a real
+S3 server, versitygw); the state dir's (or the store's) disk full (a small tmpfs).
 
 Used by `tests/reliability/test_fault_campaign.py` (a small fixed seed) and
 `scripts/fault_campaign.py` (long runs).
@@ -36,7 +36,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -55,6 +54,7 @@ from click.testing import CliRunner
 from dr import cli, secret
 from dr.adapters import localbao, sandbox_process, vault
 from dr.engine import checkpoints
+from tests import harness_s3
 from tests.drills.test_drill import one_replica
 
 REPO = Path(__file__).resolve().parents[2]
@@ -157,7 +157,7 @@ def fill(path: Path) -> None:
 
 
 class S3FaultProxy:
-    """An HTTP proxy to moto's server that answers a share of requests with S3's 500 or 503 SlowDown."""
+    """An HTTP proxy to the S3 server that answers a share of requests with S3's 500 or 503 SlowDown."""
 
     def __init__(self, upstream: str, rng: random.Random) -> None:
         self.upstream = upstream.removeprefix("http://")
@@ -232,27 +232,7 @@ class S3FaultProxy:
         self.server.shutdown()
 
 
-def moto_server(work: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = localbao.free_port()
-    log = (work / "moto.log").open("wb")
-    proc = subprocess.Popen(
-        [str(Path(PYTHON).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return proc, f"http://127.0.0.1:{port}"
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("moto_server did not start") from None
-            time.sleep(0.05)
-
-
 # -- the campaign ------------------------------------------------------------------------------------------------
-
-
-AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 class Campaign:
@@ -305,7 +285,7 @@ class Campaign:
         shutil.rmtree(old / "state" / "sandbox")
 
     def start_vault(self) -> None:
-        """A 3-node OpenBao with some data, moto's S3 and the fault proxy in front of it."""
+        """A 3-node OpenBao with some data, versitygw and the fault proxy in front of it."""
         procs = localbao.BaoCluster(self.work / "bao", size=3).start()
         self._cleanups.append(procs.destroy)
         first = vault.VaultNode(procs.addresses[0])
@@ -324,18 +304,18 @@ class Campaign:
                     break
                 except hvac.exceptions.InvalidPath:
                     time.sleep(0.1)
-        moto, endpoint = moto_server(self.work)
-        self._cleanups.append(moto.terminate)
-        self.proxy = S3FaultProxy(endpoint, self.rng)
+        s3_proc, self.s3 = harness_s3.start(self.work / "s3")
+        self._cleanups.append(lambda: harness_s3.stop(s3_proc))
+        self.proxy = S3FaultProxy(self.s3.endpoint, self.rng)
         self._cleanups.append(self.proxy.close)
         import boto3
 
         s3 = boto3.client(
             "s3",
-            endpoint_url=endpoint,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            region_name="us-east-1",
+            endpoint_url=self.s3.endpoint,
+            aws_access_key_id=self.s3.access_key,
+            aws_secret_access_key=self.s3.secret_key,
+            region_name=harness_s3.REGION,
         )
         s3.create_bucket(Bucket="campaign")
 
@@ -465,7 +445,7 @@ class Campaign:
             if s3:
                 args += ["--s3-endpoint", self.proxy.url]
                 self.proxy.rate, self.proxy.status = 0.3, 503 if fault == "s3-throttle" else 500
-            env = {"VAULT_TOKEN": self.bao_init.root_token.reveal(), "DR_CONFIG": str(saver), **AWS}
+            env = {"VAULT_TOKEN": self.bao_init.root_token.reveal(), "DR_CONFIG": str(saver), **self.s3.env()}
             log = self.work / f"trial-{number}.log"
             proc = _dr(*args, env=env, log=log)
             streaming = await_log(proc, log, "snapshot_started")

