@@ -18,13 +18,14 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(shell $(PYTHON) -c 'import sys; print(sys.executable)')
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help install system-deps testbed test lint typecheck unit demo lock clean
+.PHONY: help install system-deps testbed image test lint typecheck unit demo lock clean
 
 help:
 	@echo "make demo     a DR drill on the sandbox: build, snapshot, destroy, recover, verify, report (set-up included)"
 	@echo "make test     lint + type check + tests (set-up included)"
 	@echo "make install  create .venv/ from uv.lock (reused while the lock is unchanged)"
 	@echo "make testbed  build the sandbox's Go tools (kine, kube-apiserver, ..., ESO, versitygw) into .tools/bin/"
+	@echo "make image    the CronJob's OCI image of dr into dist/image/ (no Docker needed; root), pinned in the example"
 	@echo "make lock     re-resolve uv.lock after changing dependencies"
 	@echo "make clean    remove .venv/, .tools/ and caches"
 
@@ -40,9 +41,10 @@ $(VENV)/.synced: uv.lock pyproject.toml | $(UV)
 
 install: $(VENV)/.synced
 
-# Tests use system tools: gpg (PGP-encrypted init), kubectl (the sandbox API), chromium (the HTML report).
+# Tests use system tools: gpg (PGP-encrypted init), kubectl (the sandbox API), chromium (the HTML report),
+# mmdebstrap (the image's Debian root).
 # Installed from Debian's packages where missing, so a fresh machine needs nothing by hand.
-SYSTEM_TOOLS := gpg:gnupg kubectl:kubernetes-client chromium:chromium
+SYSTEM_TOOLS := gpg:gnupg kubectl:kubernetes-client chromium:chromium mmdebstrap:mmdebstrap
 system-deps:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \
 	if [ -n "$$missing" ]; then echo "installing$$missing"; \
@@ -52,8 +54,8 @@ lock: | $(UV)
 	$(UV) lock
 
 lint: install
-	$(BIN)/ruff check dr tests scripts
-	$(BIN)/ruff format --check dr tests scripts
+	$(BIN)/ruff check dr tests scripts image
+	$(BIN)/ruff format --check dr tests scripts image
 	$(BIN)/lint-imports
 
 typecheck: install
@@ -63,6 +65,12 @@ typecheck: install
 # cores, a copy from ~/.cache/dr-testbed/ once the same pins were built on this machine (testbed/build.sh).
 testbed:
 	@bash testbed/build.sh
+
+# The image the nightly CronJob runs (image/build.py): a Debian root with Python from mmdebstrap, dr and its locked
+# runtime dependencies, written as an OCI layout and oci-archive; reproducible (the same commit and Debian mirror
+# state give the same digest). The example platform's CronJob is pinned to the digest it prints.
+image: install system-deps
+	$(BIN)/python image/build.py --pin-example
 
 unit: install system-deps testbed
 	$(BIN)/pytest -n 2 --dist loadfile  # two workers, one test file each: the sandbox tests mostly wait
@@ -81,4 +89,4 @@ demo: install testbed
 		"history: $(BIN)/dr report history --state-dir $(DEMO)"
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(TOOLS) dist .mypy_cache .ruff_cache .pytest_cache

@@ -550,12 +550,19 @@ def snapshot_prune_cmd(
     default=None,
     help="Write a kustomization directory here instead of printing YAML.",
 )
+@click.option(
+    "--image",
+    metavar="REF",
+    default=None,
+    help="The CronJob's image, best pinned by digest (NAME:TAG@sha256:…, what `make image` prints)"
+    f" [config snapshots.image; default ghcr.io/dr-project/dr:{__version__}].",
+)
 @click.pass_obj
-def snapshot_schedule_cmd(app: App, cron: str, out_dir: str | None) -> None:
+def snapshot_schedule_cmd(app: App, cron: str, out_dir: str | None, image: str | None) -> None:
     """Render the nightly snapshot CronJob, its RBAC and its alerts (PrometheusRule)."""
     from dr.snapshots import schedule as snapshot_schedule
 
-    rendered = snapshot_schedule.render(app.load(), cron)
+    rendered = snapshot_schedule.render(app.load(**{"snapshots.image": ("--image", image)}), cron)
     if out_dir is None:
         click.echo("---\n".join(text for name, text in sorted(rendered.items()) if name != "kustomization.yaml"))
         return

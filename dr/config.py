@@ -19,7 +19,7 @@ from typing import Annotated, Any, Final, Literal
 import pydantic
 import yaml
 
-from dr import errors, safeyaml
+from dr import __version__, errors, safeyaml
 
 DEFAULT_FILE: Final = "dr.yaml"
 MAX_FILE_BYTES: Final = 1024 * 1024  # a config file is a few KB; a bigger one is a mistake or an attack
@@ -188,7 +188,7 @@ class SnapshotSettings(_Model):
     metrics_textfile: Path | None = None
     pushgateway: str | None = None
     stale_after: Duration = 26 * 3600.0
-    image: str = "ghcr.io/dr-project/dr:0.1.0"
+    image: str = f"ghcr.io/dr-project/dr:{__version__}"  # the published name; `make image` prints the digest to pin
     namespace: str = "vault-admin"
 
     @pydantic.model_validator(mode="after")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
 from click.testing import CliRunner
 
-from dr import cli
+from dr import __version__, cli
 from tests import kube_schema
 
 
@@ -158,7 +159,12 @@ def test_bad_cron_is_exit_2(tmp_path: Path) -> None:
 def test_the_example_platform_carries_the_schedule_as_rendered(tmp_path: Path) -> None:
     """examples/platform's snapshot directory is `dr snapshot schedule` output for the default config, unedited."""
     example = Path(__file__).parents[2] / "examples/platform/infrastructure/platform/vault/snapshots"
-    out = render(tmp_path, config="{}\n")
+    pinned = next(d for d in yaml.safe_load_all((example / "cronjob.yaml").read_text()) if d)
+    image = pinned["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert re.fullmatch(rf"ghcr\.io/dr-project/dr:{re.escape(__version__)}@sha256:[0-9a-f]{{64}}", image), (
+        f"{image}: pin the example to the digest `make image` built (python image/build.py --pin-example)"
+    )
+    out = render(tmp_path, "--image", image, config="{}\n")
     rendered = {p.name: p.read_text() for p in out.glob("*.yaml")}
     assert rendered == {p.name: p.read_text() for p in example.glob("*.yaml")}, (
         "re-render: dr snapshot schedule --cron '0 2 * * *' --output " + str(example)
