@@ -139,7 +139,8 @@ def python_packages(rootfs: Path, uv: Path, work: Path, stamp: int) -> list[str]
         env=env,
     )
     shutil.rmtree(target / "bin", ignore_errors=True)  # console scripts with the builder's interpreter path
-    forget_local_wheel(next(target.glob("dr-*.dist-info")))
+    for info in target.glob("*.dist-info"):
+        forget_the_builder(info)
     # Hash-based .pyc files carry no mtime: reproducible, and valid on a read-only root that can write none.
     for tree in ("/opt/dr/lib", "/usr/lib/python3.11"):
         run(
@@ -149,14 +150,19 @@ def python_packages(rootfs: Path, uv: Path, work: Path, stamp: int) -> list[str]
     return sorted(f"{d.metadata['Name']} {d.version} {licence(d)}" for d in found)
 
 
-def forget_local_wheel(info: Path) -> None:
-    """Drop what an install from a local file records about that file (its temporary path, uv's timestamp)."""
+def forget_the_builder(info: Path) -> None:
+    """Drop what an install records about the machine that made it: the console scripts (removed; they name the
+    builder's interpreter), and for a local wheel its temporary path and uv's timestamp."""
     dropped = ("direct_url.json", "uv_cache.json")
     for name in dropped:
         (info / name).unlink(missing_ok=True)
     record = info / "RECORD"
-    lines = [line for line in record.read_text().splitlines() if line.split(",")[0].rsplit("/", 1)[-1] not in dropped]
-    record.write_text("\n".join(lines) + "\n")
+    kept = [
+        line
+        for line in record.read_text().splitlines()
+        if not line.startswith("bin/") and line.split(",")[0].rsplit("/", 1)[-1] not in dropped
+    ]
+    record.write_text("\n".join(kept) + "\n")
 
 
 def licence(dist: metadata.Distribution) -> str:
