@@ -133,22 +133,57 @@ def output_option(func: F) -> F:
     )(func)
 
 
+# The global options, accepted before the command (`dr --config F plan`) and after it (`dr plan --config F`),
+# as kubectl, velero and bao accept theirs: the root group takes them as parameters, every other command as
+# options that write into the App (`_accept_global_options_everywhere`).
+GLOBAL_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
+    (
+        ("--config", "config_path"),
+        {
+            "type": click.Path(dir_okay=False),
+            "default": None,
+            "help": "Configuration file [env DR_CONFIG; default ./dr.yaml if present].",
+        },
+    ),
+    (
+        ("--log-format", "log_format"),
+        {
+            "type": click.Choice(["auto", "console", "json"]),
+            "default": None,
+            "help": "Log format on stderr; auto = console on a terminal, JSON lines otherwise [env DR_LOG_FORMAT].",
+        },
+    ),
+    (("-v", "--verbose", "verbose"), {"is_flag": True, "default": False, "help": "Log debug events too."}),
+]
+
+
+def global_options(func: F) -> F:
+    for decls, attrs in reversed(GLOBAL_OPTIONS):
+        func = click.option(*decls, **attrs)(func)
+    return func
+
+
+def _remember_global(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """A global option given after a command's name: it wins over the same option given before."""
+    app = ctx.find_object(App)
+    if app is not None and param.name and value not in (None, False):
+        setattr(app, param.name, value)
+    return value
+
+
+def _accept_global_options_everywhere(group: click.Group) -> None:
+    for command in group.commands.values():
+        command.params.extend(
+            click.Option(decls, expose_value=False, callback=_remember_global, **attrs)
+            for decls, attrs in GLOBAL_OPTIONS
+        )
+        if isinstance(command, click.Group):
+            _accept_global_options_everywhere(command)
+
+
 @click.group(cls=DRGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="dr")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Configuration file [env DR_CONFIG; default ./dr.yaml if present].",
-)
-@click.option(
-    "--log-format",
-    type=click.Choice(["auto", "console", "json"]),
-    default=None,
-    help="Log format on stderr; auto = console on a terminal, JSON lines otherwise [env DR_LOG_FORMAT].",
-)
-@click.option("-v", "--verbose", is_flag=True, help="Log debug events too.")
+@global_options
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None, log_format: str | None, verbose: bool) -> None:
     """Disaster recovery for a GitOps Kubernetes platform (K3s, Argo CD, Vault/OpenBao, ESO).
@@ -446,16 +481,23 @@ def snapshot_list_cmd(
     app: App, store: str | None, cluster_name: str | None, s3_endpoint: str | None, output: str
 ) -> None:
     """Committed snapshots, newest first, with size, age and verification state; orphans apart."""
+    from dr.snapshots import catalogue
     from dr.snapshots import service as snapshot_service
 
     config = _store_config(app, store, cluster_name, s3_endpoint)
-    entries, orphans, problems = snapshot_service.open_catalogue(config, read_only=True).scan()
+    cat = snapshot_service.open_catalogue(config, read_only=True)
+    entries, orphans, problems = cat.scan()
+    others = {} if entries else cat.other_clusters()  # a wrong --cluster is told where the snapshots are
     data = {
+        "cluster": cat.cluster,
         "snapshots": [e.to_dict() for e in entries],
         "problems": problems,
         "orphans": [{"key": o.key, "size": o.size, "modified": o.modified.isoformat()} for o in orphans],
+        "other_clusters": others,
     }
-    _emit(data, views.snapshots(entries, orphans, problems), output)
+    hint = catalogue.elsewhere(others)
+    empty = f"no snapshots of cluster {cat.cluster} in {cat.store.url}" + (f"\n{hint}" if hint else "")
+    _emit(data, views.snapshots(entries, orphans, problems, empty=empty), output)
 
 
 @snapshot_group.command("show")
@@ -902,6 +944,9 @@ def sandbox_down_cmd(app: App, directory: str) -> None:
     app.load()
     stopped = sandbox_process.down(Path(directory))
     click.echo(f"sandbox down ({len(stopped)} process(es) stopped); its state stays in {directory}")
+
+
+_accept_global_options_everywhere(cli)
 
 
 def main() -> None:

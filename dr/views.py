@@ -212,7 +212,7 @@ def _size(n: int) -> str:
     return str(n)
 
 
-def snapshots(entries: list[Any], orphans: list[Any], problems: list[str]) -> str:
+def snapshots(entries: list[Any], orphans: list[Any], problems: list[str], *, empty: str = "no snapshots") -> str:
     """`dr snapshot list`: committed snapshots newest first, then orphans and unreadable manifests."""
     now = datetime.now(UTC)
     rows = [
@@ -227,7 +227,7 @@ def snapshots(entries: list[Any], orphans: list[Any], problems: list[str]) -> st
         )
         for e in entries
     ]
-    text = table(("ID", "STATE", "SIZE", "AGE", "RAFT INDEX", "VAULT", "SHA256"), rows) if rows else "no snapshots"
+    text = table(("ID", "STATE", "SIZE", "AGE", "RAFT INDEX", "VAULT", "SHA256"), rows) if rows else empty
     if orphans:
         text += "\n\norphans (data without a manifest: never restored, removed by prune once old):\n"
         text += table(("KEY", "SIZE", "MODIFIED"), ((o.key, _size(o.size), o.modified.isoformat()) for o in orphans))

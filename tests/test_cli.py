@@ -6,8 +6,10 @@ import itertools
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner, Result
 
@@ -64,6 +66,45 @@ def test_the_cli_imports_no_client_library_until_a_command_needs_it(tmp_path: Pa
     assert set() == _loaded_after(run, "snapshot", "list", "--store", str(tmp_path))
     status = run.replace("assert not done.code, done.code", "pass")  # nothing answers: it exits 1, hvac loaded
     assert "hvac" in _loaded_after(status, "vault", "status", "--address", "http://127.0.0.1:9")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--config", "{missing}", "snapshot", "list"],
+        ["snapshot", "--config", "{missing}", "list"],
+        ["snapshot", "list", "--config", "{missing}"],
+        ["plan", "--config", "{missing}"],
+        ["vault", "status", "--config", "{missing}"],
+    ],
+)
+def test_global_options_work_before_and_after_the_command(argv: list[str], tmp_path: Path) -> None:
+    """As kubectl's and bao's flags do: `dr snapshot list --config F` reads F, as `dr --config F snapshot list`."""
+    missing = str(tmp_path / "nowhere.yaml")
+    result = dr(*(a.replace("{missing}", missing) for a in argv))
+    assert 2 == result.exit_code, result.output
+    assert f"{missing}: config file not found" in result.output
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_log_format_after_the_command_renders_errors_as_json(where: str, tmp_path: Path) -> None:
+    flag = ["--log-format", "json"]
+    command = ["status", "--state-dir", str(tmp_path / "none")]
+    result = dr(*(flag + command if where == "before" else command + flag))
+    assert 2 == result.exit_code
+    assert "command_failed" == json.loads(result.output.strip().splitlines()[-1])["event"]
+
+
+def test_every_command_shows_the_global_options_in_its_help() -> None:
+    def walk(group: click.Group, path: list[str]) -> Iterator[list[str]]:
+        for name, command in group.commands.items():
+            yield [*path, name]
+            if isinstance(command, click.Group):
+                yield from walk(command, [*path, name])
+
+    for path in walk(cli.cli, []):
+        shown = dr(*path, "--help").output
+        assert all(flag in shown for flag in ("--config", "--log-format", "--verbose")), path
 
 
 def test_plan_lists_the_seven_steps_in_order_and_the_snapshot_branch() -> None:

@@ -192,7 +192,7 @@ class Catalogue:
                 return entry
         raise errors.ConfigError(
             f"no committed snapshot {snapshot_id!r} for cluster {self.cluster} in {self.store.url}",
-            hint="list them with `dr snapshot list`",
+            hint=self._elsewhere() or "list them with `dr snapshot list`",
             runbook=RUNBOOK,
         )
 
@@ -203,9 +203,27 @@ class Catalogue:
                 return entry
         raise errors.PermanentError(
             f"no good snapshot for cluster {self.cluster} in {self.store.url}",
-            hint="check the store URL and cluster name; `dr snapshot list` shows what is there",
+            hint=self._elsewhere() or "check the store URL and cluster name; `dr snapshot list` shows what is there",
             runbook=RUNBOOK,
         )
+
+    def other_clusters(self) -> dict[str, int]:
+        """How many snapshots (manifests) the store holds of each cluster but this one: what a wrong
+        `--cluster` (or `cluster.name`) is told, instead of an empty list."""
+        found: dict[str, int] = {}
+        for obj in self.store.list():
+            cluster, _, name = obj.key.partition("/")
+            if (
+                cluster != self.cluster
+                and "/" not in name
+                and name.endswith(".json")
+                and not name.endswith(".verify.json")
+            ):
+                found[cluster] = found.get(cluster, 0) + 1
+        return dict(sorted(found.items()))
+
+    def _elsewhere(self) -> str | None:
+        return elsewhere(self.other_clusters())
 
     def record(self, snapshot_id: str, verification: Verification) -> None:
         self.store.put_bytes(self.verify_key(snapshot_id), verification.to_json())
@@ -232,3 +250,11 @@ class Catalogue:
             )
         for key in (self.manifest_key(snapshot_id), self.verify_key(snapshot_id), self.data_key(snapshot_id)):
             self.store.delete(key)
+
+
+def elsewhere(others: dict[str, int]) -> str | None:
+    """The hint for a cluster with no snapshots in a store that holds other clusters' (`other_clusters`)."""
+    if not others:
+        return None
+    held = ", ".join(f"{name} ({count})" for name, count in others.items())
+    return f"the store holds snapshots of other clusters: {held}; pass --cluster NAME (or set cluster.name)"

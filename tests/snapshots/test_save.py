@@ -138,6 +138,21 @@ def test_save_list_verify_and_restore_test(setup: Setup) -> None:
     assert "dr_snapshot_last_success_timestamp_seconds" in metrics
 
 
+def test_list_and_verify_name_the_clusters_a_store_holds_when_the_named_one_has_none(setup: Setup) -> None:
+    """`dr snapshot save --cluster prod` then `dr snapshot list --cluster staging` says where the snapshots are."""
+    assert 0 == setup.dr("snapshot", "save").exit_code
+    listed = setup.dr("snapshot", "list", "--cluster", "staging")
+    assert 0 == listed.exit_code, listed.output
+    assert "no snapshots of cluster staging in " in listed.stdout
+    assert "the store holds snapshots of other clusters: prod (1); pass --cluster NAME" in listed.stdout
+    as_json = json.loads(setup.dr("snapshot", "list", "--cluster", "staging", "-o", "json").stdout)
+    assert ("staging", [], {"prod": 1}) == (as_json["cluster"], as_json["snapshots"], as_json["other_clusters"])
+    assert {} == setup.listed()["other_clusters"]  # only asked for when the named cluster has none
+    verified = setup.dr("snapshot", "verify", "latest", "--cluster", "staging")
+    assert 1 == verified.exit_code
+    assert "other clusters: prod (1)" in verified.output
+
+
 def test_a_restore_test_without_the_canary_fails(tmp_path: Path, original: Original) -> None:
     """A canary path that is not in the snapshot fails the restore test (exit 1) and marks it failed."""
     setup = Setup(tmp_path, original, str(tmp_path / "store"))
