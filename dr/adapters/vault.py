@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -185,6 +186,35 @@ class ClusterHealth:
         }
 
 
+def environment(name: str) -> str | None:
+    """`BAO_<name>`, else `VAULT_<name>`: the bao CLI's variables, read by every node as the CLI reads them."""
+    return os.environ.get(f"BAO_{name}") or os.environ.get(f"VAULT_{name}") or None
+
+
+def tls_from_environment() -> str | bool:
+    """What `requests` verifies a node's certificate with when no CA is configured: as the bao CLI does,
+    `*_SKIP_VERIFY` (a boolean) turns verification off, else `*_CACERT` (a file) wins over `*_CAPATH` (a
+    directory of hashed certificates), else the system's trust store."""
+    skip = environment("SKIP_VERIFY")
+    if skip is not None:
+        if skip.lower() not in _BOOLEANS:
+            variable = "BAO_SKIP_VERIFY" if os.environ.get("BAO_SKIP_VERIFY") else "VAULT_SKIP_VERIFY"
+            raise errors.ConfigError(
+                f"{variable}={skip!r} is not a boolean", hint="use true or false (1 or 0), as the bao CLI does"
+            )
+        if _BOOLEANS[skip.lower()]:
+            import urllib3
+
+            # One warning of dr's own, rather than urllib3's on every request.
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+            log.warning("vault_tls_unverified", reason="BAO_SKIP_VERIFY/VAULT_SKIP_VERIFY is set")
+            return False
+    return environment("CACERT") or environment("CAPATH") or True
+
+
+_BOOLEANS: Final = {"1": True, "t": True, "true": True, "0": False, "f": False, "false": False}
+
+
 class VaultNode:
     """One Vault/OpenBao node's API."""
 
@@ -202,18 +232,21 @@ class VaultNode:
         self.timeout = timeout
         self.snapshot_timeout = snapshot_timeout
         self.token = token
-        verify: str | bool = ca_cert if ca_cert else True
+        verify = ca_cert or tls_from_environment()
+        namespace = environment("NAMESPACE")
         import hvac
         import requests
 
         session = requests.Session()
         session.verify = verify
         raw_token = token.reveal() if token else None
-        self._client = hvac.Client(url=self.address, token=raw_token, verify=verify, timeout=timeout, session=session)
+        self._client = hvac.Client(
+            url=self.address, token=raw_token, verify=verify, timeout=timeout, session=session, namespace=namespace
+        )
         # hvac's JSON adapter reads a whole 200 body to try it as JSON, which would hold a
         # snapshot in memory; the raw adapter hands back the response untouched.
         self._raw = hvac.adapters.RawAdapter(
-            base_uri=self.address, token=raw_token, verify=verify, timeout=timeout, session=session
+            base_uri=self.address, token=raw_token, verify=verify, timeout=timeout, session=session, namespace=namespace
         )
 
     def __repr__(self) -> str:
