@@ -79,6 +79,11 @@ def _show_error(exc: errors.DRError, *, as_json: bool, resume: str | None = None
 def _emit(data: Any, text: str, output: str) -> None:
     if output == "json":
         click.echo(json.dumps(secret.redact_value(data), indent=2))
+    elif output == "yaml":
+        import yaml
+
+        plain = json.loads(json.dumps(secret.redact_value(data)))  # the same values as JSON, as YAML writes them
+        click.echo(yaml.safe_dump(plain, sort_keys=False), nl=False)
     else:
         click.echo(text)
 
@@ -110,10 +115,23 @@ def state_dir_option(func: F) -> F:
 
 
 def run_options(func: F) -> F:
-    """--provider and --resume, shared by the commands that start or continue a run."""
+    """--provider, --kubeconfig, --context and --resume, shared by the commands that start or continue a run."""
     func = click.option("--resume", "resume", metavar="RUN_ID", default=None, help="Continue a stopped or failed run.")(
         func
     )
+    func = click.option(
+        "--context",
+        metavar="NAME",
+        default=None,
+        help="The kubeconfig context to use [config cluster.context; default the current context].",
+    )(func)
+    func = click.option(
+        "--kubeconfig",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="The kubeconfig of an existing cluster (--provider kubeconfig) [config cluster.kubeconfig; default"
+        " KUBECONFIG, a colon-separated list as kubectl reads it, else ~/.kube/config].",
+    )(func)
     return click.option(
         "--provider",
         type=click.Choice(["sandbox", "kind", "k3s", "kubeconfig"]),
@@ -122,11 +140,19 @@ def run_options(func: F) -> F:
     )(func)
 
 
+def _cluster_flags(provider: str | None, kubeconfig: str | None, context: str | None) -> dict[str, tuple[str, Any]]:
+    return {
+        "cluster.provider": ("--provider", provider),
+        "cluster.kubeconfig": ("--kubeconfig", kubeconfig),
+        "cluster.context": ("--context", context),
+    }
+
+
 def output_option(func: F) -> F:
     return click.option(
         "--output",
         "-o",
-        type=click.Choice(["text", "json"]),
+        type=click.Choice(["text", "json", "yaml"]),
         default="text",
         show_default=True,
         help="Output format.",
@@ -232,6 +258,8 @@ def recover_cmd(
     ctx: click.Context,
     cluster: str | None,
     provider: str | None,
+    kubeconfig: str | None,
+    context: str | None,
     resume: str | None,
     snapshot: str | None,
     force: bool,
@@ -248,7 +276,7 @@ def recover_cmd(
     if cluster is None and resume is None:
         raise click.UsageError("give --cluster new|existing, or --resume RUN_ID to continue a run")
     mode = cast("recover_mod.ClusterMode | None", cluster)  # click.Choice allows only these two
-    config = app.load(state_dir=("--state-dir", state_dir), **{"cluster.provider": ("--provider", provider)})
+    config = app.load(state_dir=("--state-dir", state_dir), **_cluster_flags(provider, kubeconfig, context))
     if dry_run:
         if resume and not config.state_dir.is_dir():
             raise errors.ConfigError(f"no run {resume!r}: state dir {config.state_dir} does not exist")
@@ -280,7 +308,13 @@ def recover_cmd(
 @output_option
 @click.pass_context
 def bootstrap_cmd(
-    ctx: click.Context, provider: str | None, resume: str | None, state_dir: str | None, output: str
+    ctx: click.Context,
+    provider: str | None,
+    kubeconfig: str | None,
+    context: str | None,
+    resume: str | None,
+    state_dir: str | None,
+    output: str,
 ) -> None:
     """Install the platform on a fresh cluster: Argo CD, the app-of-apps, a new Vault (keys to the key sink), ESO.
 
@@ -290,7 +324,7 @@ def bootstrap_cmd(
     from dr.recovery import bootstrap as bootstrap_mod
 
     app: App = ctx.obj
-    config = app.load(state_dir=("--state-dir", state_dir), **{"cluster.provider": ("--provider", provider)})
+    config = app.load(state_dir=("--state-dir", state_dir), **_cluster_flags(provider, kubeconfig, context))
     store = checkpoints.CheckpointStore(config.state_dir)
     outcome = bootstrap_mod.bootstrap(config, store, provider=provider, resume=resume)
     run = store.load(outcome.run_id)
@@ -678,7 +712,7 @@ def drill_cmd(
     where = " and ".join(f"{d}/" for d in reversed(result.written))
     text = report_render.text(report) + f"\n\nreport.json, report.md, report.html and junit.xml in {where}"
     _emit(report, text, output)
-    if report["error"] and output != "json":
+    if report["error"] and output == "text":
         err = report["error"]
         click.echo(f"error: {err['message']}\n  hint: {err['hint']}\n  runbook: {err['runbook']}", err=True)
     ctx.exit(result.exit_code)

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import click
 import pytest
+import yaml
 from click.testing import CliRunner, Result
 
-from dr import __version__, cli
+from dr import __version__, cli, errors
 from dr.recovery import steps
 
 SEVEN = ["cluster", "root-app", "argo-sync", "vault-unseal", "raft-restore", "eso-sync", "app-health"]
@@ -105,6 +106,34 @@ def test_every_command_shows_the_global_options_in_its_help() -> None:
     for path in walk(cli.cli, []):
         shown = dr(*path, "--help").output
         assert all(flag in shown for flag in ("--config", "--log-format", "--verbose")), path
+
+
+def test_recover_and_bootstrap_take_the_kubeconfig_and_context_as_kubectl_does(tmp_path: Path) -> None:
+    """--kubeconfig and --context reach the cluster step (cluster.kubeconfig / cluster.context)."""
+    missing = tmp_path / "elsewhere" / "kubeconfig"
+    state = ["--state-dir", str(tmp_path / "state"), "--provider", "kubeconfig", "--kubeconfig", str(missing)]
+    for argv in (["recover", "--cluster", "existing", *state, "--context", "prod"], ["bootstrap", *state]):
+        result = dr(*argv)
+        assert result.exit_code in (errors.EXIT_FAILED, errors.EXIT_CONFIG), result.output
+        assert f"{missing}: kubeconfig not found" in result.output
+        assert "--kubeconfig" in result.output  # the hint names the flag
+
+
+def test_kubeconfig_env_is_read_as_kubectl_reads_it_and_a_list_is_refused_with_how_to_merge(tmp_path: Path) -> None:
+    state = ["--state-dir", str(tmp_path / "state"), "--provider", "kubeconfig"]
+    missing = tmp_path / "from-env"
+    one = CliRunner().invoke(cli.cli, ["bootstrap", *state], env={"KUBECONFIG": str(missing)})
+    assert f"{missing}: kubeconfig not found" in one.output
+    two = CliRunner().invoke(cli.cli, ["bootstrap", *state], env={"KUBECONFIG": f"{missing}:{missing}-2"})
+    assert errors.EXIT_CONFIG == two.exit_code, two.output
+    assert "KUBECONFIG lists 2 files" in two.output
+    assert "kubectl config view --flatten" in two.output
+
+
+def test_yaml_output_is_the_json_document_as_yaml() -> None:
+    as_json, as_yaml = dr("plan", "-o", "json"), dr("plan", "-o", "yaml")
+    assert 0 == as_yaml.exit_code, as_yaml.output
+    assert json.loads(as_json.output) == yaml.safe_load(as_yaml.output)
 
 
 def test_plan_lists_the_seven_steps_in_order_and_the_snapshot_branch() -> None:

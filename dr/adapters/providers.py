@@ -12,6 +12,7 @@ fails with what is missing and how to get it when its tool is not installed.
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import subprocess
@@ -194,6 +195,21 @@ def _airgap_copy(host: K3sHost) -> None:
 
 
 def existing(kubeconfig: Path | None, context: str | None) -> Cluster:
-    if kubeconfig is not None and not kubeconfig.exists():
-        raise errors.ConfigError(f"{kubeconfig}: kubeconfig not found", hint="set cluster.kubeconfig", runbook=RUNBOOK)
-    return Cluster("kubeconfig", kubeconfig or Path("~/.kube/config").expanduser(), context, context or "")
+    """A cluster that exists, through its kubeconfig: the one given, else KUBECONFIG, else ~/.kube/config."""
+    if kubeconfig is None:
+        listed = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
+        if len(listed) > 1:
+            # The run records one kubeconfig to resume with; kubectl's merge of several is not redone here.
+            raise errors.ConfigError(
+                f"KUBECONFIG lists {len(listed)} files; a recovery runs on one",
+                hint="merge them (`kubectl config view --flatten > FILE`) and pass --kubeconfig FILE",
+                runbook=RUNBOOK,
+            )
+        kubeconfig = Path(listed[0]) if listed else Path("~/.kube/config").expanduser()
+    if not kubeconfig.exists():
+        raise errors.ConfigError(
+            f"{kubeconfig}: kubeconfig not found",
+            hint="pass --kubeconfig (or set cluster.kubeconfig, or KUBECONFIG)",
+            runbook=RUNBOOK,
+        )
+    return Cluster("kubeconfig", kubeconfig, context, context or "")
