@@ -130,7 +130,7 @@ def run_options(func: F) -> F:
         type=click.Path(dir_okay=False),
         default=None,
         help="The kubeconfig of an existing cluster (--provider kubeconfig) [config cluster.kubeconfig; default"
-        " KUBECONFIG, a colon-separated list as kubectl reads it, else ~/.kube/config].",
+        " KUBECONFIG (one file), else ~/.kube/config].",
     )(func)
     return click.option(
         "--provider",

@@ -154,7 +154,7 @@ class Catalogue:
         entries: list[Entry] = []
         problems: list[str] = []
         for obj in objects:
-            if not obj.key.endswith(".json") or obj.key.endswith(".verify.json"):
+            if not is_manifest(obj.key):
                 continue
             snapshot_id = obj.key.rsplit("/", 1)[-1][: -len(".json")]
             try:
@@ -213,12 +213,7 @@ class Catalogue:
         found: dict[str, int] = {}
         for obj in self.store.list():
             cluster, _, name = obj.key.partition("/")
-            if (
-                cluster != self.cluster
-                and "/" not in name
-                and name.endswith(".json")
-                and not name.endswith(".verify.json")
-            ):
+            if cluster != self.cluster and "/" not in name and is_manifest(name):
                 found[cluster] = found.get(cluster, 0) + 1
         return dict(sorted(found.items()))
 
@@ -230,8 +225,7 @@ class Catalogue:
 
     def locked_until(self, snapshot_id: str) -> datetime | None:
         """The latest Object Lock retention date among the snapshot's objects, if any is still retained."""
-        keys = (self.manifest_key(snapshot_id), self.verify_key(snapshot_id), self.data_key(snapshot_id))
-        locks = [until for until in map(self.store.locked_until, keys) if until is not None]
+        locks = [until for until in map(self.store.locked_until, self._keys(snapshot_id)) if until is not None]
         return max(locks) if locks else None
 
     def delete(self, snapshot_id: str) -> None:
@@ -248,8 +242,16 @@ class Catalogue:
                 hint="the store keeps it until then; a prune after that date removes it",
                 runbook=RUNBOOK,
             )
-        for key in (self.manifest_key(snapshot_id), self.verify_key(snapshot_id), self.data_key(snapshot_id)):
+        for key in self._keys(snapshot_id):
             self.store.delete(key)
+
+    def _keys(self, snapshot_id: str) -> tuple[str, str, str]:
+        """A snapshot's objects in the order a delete takes them: the commit marker first."""
+        return self.manifest_key(snapshot_id), self.verify_key(snapshot_id), self.data_key(snapshot_id)
+
+
+def is_manifest(key: str) -> bool:
+    return key.endswith(".json") and not key.endswith(".verify.json")
 
 
 def elsewhere(others: dict[str, int]) -> str | None:

@@ -116,10 +116,11 @@ def prune(
     # the store is doing what it was set up to do.
     for key, locked_until, delete, done in targets:
         try:
-            until = locked_until(key)
-            if until is None and not dry_run:
+            # A dry run asks; a real run lets delete refuse (it checks the retention of every object first).
+            until = locked_until(key) if dry_run else None
+            if not dry_run:
                 delete(key)
-        except errors.ObjectLocked as exc:  # retained between the check and the delete
+        except errors.ObjectLocked as exc:
             until = exc.until
         except errors.DRError as exc:  # keep going, say which and why
             result.failed[key] = str(exc)
