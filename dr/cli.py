@@ -55,6 +55,14 @@ class App:
         self.json_errors = logs.resolve_format(config.log_format, sys.stderr) == "json"
         return config
 
+    def live(self, config: config_mod.Config, output: str) -> contextlib.AbstractContextManager[Any]:
+        """Live lines for a run on a terminal (`dr.progress`); nothing for a pipe, JSON logs or -o json."""
+        from dr import progress
+
+        return progress.live(
+            progress.wanted(config.log_format, output), log_format=config.log_format, verbose=self.verbose
+        )
+
 
 class DRGroup(click.Group):
     """Renders `DRError`s (message, hint, runbook) and exits with their code: no tracebacks."""
@@ -115,10 +123,15 @@ def state_dir_option(func: F) -> F:
 
 
 def run_options(func: F) -> F:
-    """--provider, --kubeconfig, --context and --resume, shared by the commands that start or continue a run."""
+    """The cluster options and --resume, shared by the commands that start or continue a run."""
     func = click.option("--resume", "resume", metavar="RUN_ID", default=None, help="Continue a stopped or failed run.")(
         func
     )
+    return cluster_options(func)
+
+
+def cluster_options(func: F) -> F:
+    """--provider, --kubeconfig and --context: which cluster, reached how."""
     func = click.option(
         "--context",
         metavar="NAME",
@@ -130,7 +143,7 @@ def run_options(func: F) -> F:
         type=click.Path(dir_okay=False),
         default=None,
         help="The kubeconfig of an existing cluster (--provider kubeconfig) [config cluster.kubeconfig; default"
-        " KUBECONFIG (one file), else ~/.kube/config].",
+        " KUBECONFIG (a file, or a list merged as kubectl merges it), else ~/.kube/config].",
     )(func)
     return click.option(
         "--provider",
@@ -251,6 +264,11 @@ def plan_cmd(app: App, output: str) -> None:
     help="Restore even over a Vault the target already has initialised (its data is replaced by the snapshot).",
 )
 @click.option("--dry-run", is_flag=True, help="Print what would run; change nothing.")
+@click.option(
+    "--skip-preflight",
+    is_flag=True,
+    help="Start without the `dr doctor` checks (a new run checks them first; a resumed run does not).",
+)
 @state_dir_option
 @output_option
 @click.pass_context
@@ -264,10 +282,15 @@ def recover_cmd(
     snapshot: str | None,
     force: bool,
     dry_run: bool,
+    skip_preflight: bool,
     state_dir: str | None,
     output: str,
 ) -> None:
-    """Rebuild the platform through the seven recovery steps; resumable after any crash."""
+    """Rebuild the platform through the seven recovery steps; resumable after any crash.
+
+    A new run first checks what `dr doctor` checks (the cluster, the permissions, the target's Vault, the key
+    source, the snapshot) and starts nothing when one fails.
+    """
     from dr.recovery import recover as recover_mod
     from dr.reports import history as report_history
     from dr.reports import record as report_record
@@ -289,10 +312,20 @@ def recover_cmd(
         text += views.table(("#", "STEP", "STATE", "WOULD"), ((r.position, r.step, r.state, r.action) for r in rows))
         _emit({"dry_run": True, "run_id": resume, "params": params, "steps": [asdict(r) for r in rows]}, text, output)
         return
+    if resume is None and mode is not None and not skip_preflight:
+        _preflight(config, mode, provider, snapshot, force)
     store = checkpoints.CheckpointStore(config.state_dir)
-    outcome = recover_mod.recover(
-        config, store, cluster=mode, provider=provider, resume=resume, snapshot=snapshot, force=force or None
-    )
+    with app.live(config, output) as observer:
+        outcome = recover_mod.recover(
+            config,
+            store,
+            cluster=mode,
+            provider=provider,
+            resume=resume,
+            snapshot=snapshot,
+            force=force or None,
+            observer=observer,
+        )
     run = store.load(outcome.run_id)
     targets = report_record.Targets(config.targets.rto, config.targets.rpo)
     report_history.remember(config.state_dir, report_record.build(run, targets=targets))
@@ -300,6 +333,80 @@ def recover_cmd(
     if outcome.error is not None and outcome.status != "succeeded":
         _show_error(outcome.error, as_json=app.json_errors, resume=f"dr recover --resume {outcome.run_id}")
     ctx.exit(outcome.exit_code)
+
+
+def _preflight(
+    config: config_mod.Config, mode: recover_mod.ClusterMode, provider: str | None, snapshot: str | None, force: bool
+) -> None:
+    from dr.recovery import doctor
+
+    report = doctor.diagnose(
+        config, cluster=mode, provider=provider, snapshot=snapshot, force=force, read_snapshot=False
+    )
+    if not report.ready:
+        click.echo(views.doctor(report), err=True)
+        failed = report.failed()
+        # The exit code the first finding would have had in the run: 2 for a configuration mistake.
+        kind = errors.ConfigError if failed[0].exit_code == errors.EXIT_CONFIG else errors.PermanentError
+        raise kind(
+            f"preflight: {len(failed)} check(s) failed ({', '.join(c.name for c in failed)}); nothing was started",
+            hint="fix what the table says, check again with `dr doctor`, or start anyway with --skip-preflight",
+            runbook=doctor.RUNBOOK,
+        )
+
+
+@cli.command("doctor")
+@click.option(
+    "--for",
+    "purpose",
+    type=click.Choice(["recover", "snapshot"]),
+    default="recover",
+    show_default=True,
+    help="What to check for: a recovery, or the nightly `dr snapshot save`.",
+)
+@click.option(
+    "--cluster",
+    "cluster",
+    type=click.Choice(["new", "existing"]),
+    default="new",
+    show_default=True,
+    help="The recovery to check for, as `dr recover --cluster` takes it.",
+)
+@cluster_options
+@click.option("--snapshot", "snapshot", metavar="ID", default=None, help="The snapshot to check [default: latest].")
+@click.option("--force", is_flag=True, help="As `dr recover --force`: an initialised target Vault is a warning.")
+@output_option
+@click.pass_context
+def doctor_cmd(
+    ctx: click.Context,
+    purpose: str,
+    cluster: str,
+    provider: str | None,
+    kubeconfig: str | None,
+    context: str | None,
+    snapshot: str | None,
+    force: bool,
+    output: str,
+) -> None:
+    """Check that a recovery (or the snapshot job) could start: cluster, permissions, Vault, keys, store.
+
+    Only reads: nothing is created and no share is submitted. Exit 0 when nothing failed, 1 otherwise;
+    the table says what to fix.
+    """
+    from dr.recovery import doctor
+
+    app: App = ctx.obj
+    config = app.load(**_cluster_flags(provider, kubeconfig, context))
+    report = doctor.diagnose(
+        config,
+        purpose=cast("doctor.Purpose", purpose),
+        cluster=cast("recover_mod.ClusterMode", cluster),
+        provider=provider,
+        snapshot=snapshot,
+        force=force,
+    )
+    _emit(report.to_dict(), views.doctor(report), output)
+    ctx.exit(errors.EXIT_OK if report.ready else errors.EXIT_FAILED)
 
 
 @cli.command("bootstrap")
@@ -326,7 +433,8 @@ def bootstrap_cmd(
     app: App = ctx.obj
     config = app.load(state_dir=("--state-dir", state_dir), **_cluster_flags(provider, kubeconfig, context))
     store = checkpoints.CheckpointStore(config.state_dir)
-    outcome = bootstrap_mod.bootstrap(config, store, provider=provider, resume=resume)
+    with app.live(config, output) as observer:
+        outcome = bootstrap_mod.bootstrap(config, store, provider=provider, resume=resume, observer=observer)
     run = store.load(outcome.run_id)
     _emit(views.run_json(run), views.run_status(run, None, advice=False), output)
     if outcome.error is not None and outcome.status != "succeeded":

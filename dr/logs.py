@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Collection, MutableMapping
 from typing import Any, Literal, TextIO
 
 import structlog
@@ -36,8 +36,13 @@ def resolve_format(fmt: LogFormat, stream: TextIO) -> Literal["console", "json"]
     return "console" if stream.isatty() else "json"
 
 
-def configure(fmt: LogFormat = "auto", *, verbose: bool = False, stream: TextIO | None = None) -> None:
-    """Configure structlog for the whole process; logs go to stderr, results to stdout."""
+def configure(
+    fmt: LogFormat = "auto", *, verbose: bool = False, stream: TextIO | None = None, drop: Collection[str] = ()
+) -> None:
+    """Configure structlog for the whole process; logs go to stderr, results to stdout.
+
+    `drop`: events not to print (what a live display already shows).
+    """
     out = stream if stream is not None else sys.stderr
     chosen = resolve_format(fmt, out)
     renderer: Any
@@ -45,7 +50,15 @@ def configure(fmt: LogFormat = "auto", *, verbose: bool = False, stream: TextIO 
         renderer = structlog.processors.JSONRenderer(sort_keys=False)
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=out.isatty(), pad_event_to=24)
+    dropped = frozenset(drop)
+
+    def without_dropped(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        if event_dict.get("event") in dropped:
+            raise structlog.DropEvent
+        return event_dict
+
     processors: list[Any] = [
+        without_dropped,
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

@@ -16,6 +16,7 @@ from dr.engine import checkpoints
 
 if TYPE_CHECKING:
     from dr.adapters import vault
+    from dr.recovery import doctor as doctor_mod
     from dr.recovery import summary
 
 
@@ -245,4 +246,16 @@ def prune(result: Any) -> str:
     lines += [f"  kept: {i} ({', '.join(r)})" for i, r in sorted(result.kept.items(), reverse=True)]
     lines += [f"  kept: {i} (Object Lock until {t}; due for removal after that)" for i, t in result.locked.items()]
     lines += [f"  FAILED to remove {k}: {why}" for k, why in result.failed.items()]
+    return "\n".join(lines)
+
+
+def doctor(report: doctor_mod.Report) -> str:
+    """The doctor's table, then what to fix for each check that did not pass."""
+    mark = {"ok": "ok", "warn": "WARN", "fail": "FAIL", "skip": "-"}
+    lines = [table(("CHECK", "STATUS", "DETAIL"), ((c.name, mark[c.status], c.detail) for c in report.checks))]
+    for c in report.checks:
+        if c.status in ("fail", "warn") and (c.fix or c.runbook):
+            lines.append(f"{c.name}: {c.fix}" + (f" (see {c.runbook})" if c.runbook else ""))
+    verdict = "a recovery could start" if report.purpose == "recover" else "the snapshot job could run"
+    lines.append(("ready: " + verdict) if report.ready else f"not ready: {len(report.failed())} check(s) failed")
     return "\n".join(lines)

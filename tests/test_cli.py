@@ -15,6 +15,7 @@ import yaml
 from click.testing import CliRunner, Result
 
 from dr import __version__, cli, errors
+from dr.adapters import providers
 from dr.recovery import steps
 
 SEVEN = ["cluster", "root-app", "argo-sync", "vault-unseal", "raft-restore", "eso-sync", "app-health"]
@@ -119,15 +120,19 @@ def test_recover_and_bootstrap_take_the_kubeconfig_and_context_as_kubectl_does(t
         assert "--kubeconfig" in result.output  # the hint names the flag
 
 
-def test_kubeconfig_env_is_read_as_kubectl_reads_it_and_a_list_is_refused_with_how_to_merge(tmp_path: Path) -> None:
+def test_kubeconfig_env_is_read_as_kubectl_reads_it_one_file_or_a_list(tmp_path: Path) -> None:
+    """KUBECONFIG names one file or a list; the files of a list that do not exist are skipped, as kubectl skips
+    them, and a list of none that exist is refused. (The merge itself: tests/sandbox/test_kube_adapter.py.)"""
     state = ["--state-dir", str(tmp_path / "state"), "--provider", "kubeconfig"]
     missing = tmp_path / "from-env"
     one = CliRunner().invoke(cli.cli, ["bootstrap", *state], env={"KUBECONFIG": str(missing)})
     assert f"{missing}: kubeconfig not found" in one.output
     two = CliRunner().invoke(cli.cli, ["bootstrap", *state], env={"KUBECONFIG": f"{missing}:{missing}-2"})
     assert errors.EXIT_CONFIG == two.exit_code, two.output
-    assert "KUBECONFIG lists 2 files" in two.output
-    assert "kubectl config view --flatten" in two.output
+    assert f"{missing}:{missing}-2: kubeconfig not found" in two.output
+    assert providers.kubeconfig_files(Path(f"{missing}:{tmp_path}")) == []  # a directory is not a kubeconfig
+    (tmp_path / "b").write_text("{}")
+    assert providers.kubeconfig_files(Path(f"{missing}:{tmp_path / 'b'}")) == [tmp_path / "b"]
 
 
 def test_yaml_output_is_the_json_document_as_yaml() -> None:
@@ -201,7 +206,7 @@ def no_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_a_failed_step_is_loud_and_leaves_a_resumable_checkpoint(no_tools: None) -> None:
     """A recovery with no snapshot and no kind: both branches fail, each named; exit 1, a resumable checkpoint."""
-    result = dr("--log-format", "console", "recover", "--cluster", "new", "--provider", "kind")
+    result = dr("--log-format", "console", "recover", "--cluster", "new", "--provider", "kind", "--skip-preflight")
     assert 1 == result.exit_code
     # The error shown is the earliest step's in plan order (the snapshot branch); the table names both.
     assert "error: no good snapshot for cluster platform" in result.stderr
@@ -222,9 +227,25 @@ def test_a_failed_step_is_loud_and_leaves_a_resumable_checkpoint(no_tools: None)
     assert "re-enter through check()" in preview
 
 
+def test_a_new_recovery_is_checked_first_and_starts_nothing_when_a_check_fails(no_tools: None) -> None:
+    """The preflight: no kind, no key source, no snapshot: the doctor's table, exit 2 (the first finding is a
+    configuration mistake), and no run, no state dir written."""
+    result = dr("--log-format", "console", "recover", "--cluster", "new", "--provider", "kind")
+    assert errors.EXIT_CONFIG == result.exit_code, result.output
+    assert "provider     FAIL    the `kind` command is not installed" in result.stderr
+    assert "keys         FAIL    no key source" in result.stderr
+    assert "store        FAIL    " in result.stderr
+    assert "preflight: 3 check(s) failed (provider, keys, store); nothing was started" in result.stderr
+    assert "--skip-preflight" in result.stderr
+    assert not Path(".dr", "runs").exists()
+    doctor = dr("doctor", "--provider", "kind", "-o", "json")
+    assert errors.EXIT_FAILED == doctor.exit_code  # the doctor's own verdict: not ready
+    assert ["fail", "skip", "skip", "fail", "fail"] == [c["status"] for c in json.loads(doctor.stdout)["checks"]]
+
+
 def test_resume_with_another_provider_is_refused(no_tools: None) -> None:
     """Resuming a run with a different --provider than it started with is exit 2."""
-    dr("recover", "--cluster", "new", "--provider", "kind")
+    dr("recover", "--cluster", "new", "--provider", "kind", "--skip-preflight")
     run_id = json.loads(dr("runs", "-o", "json").output)["runs"][0]["run_id"]
     result = dr("recover", "--resume", run_id, "--provider", "sandbox")
     assert 2 == result.exit_code
@@ -242,7 +263,7 @@ def test_status_errors_are_clear() -> None:
 
 def test_json_log_format_gives_json_lines(no_tools: None) -> None:
     """--log-format json: every stderr line is a JSON object, including the final error."""
-    result = dr("--log-format", "json", "recover", "--cluster", "new", "--provider", "kind")
+    result = dr("--log-format", "json", "recover", "--cluster", "new", "--provider", "kind", "--skip-preflight")
     lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     events = [e["event"] for e in lines]
     # The snapshot branch and the cluster step run side by side: their events interleave in any order.
@@ -256,7 +277,9 @@ def test_json_log_format_gives_json_lines(no_tools: None) -> None:
 def test_state_dir_from_environment(no_tools: None) -> None:
     """DR_STATE_DIR chooses the state dir when --state-dir is absent."""
     result = CliRunner().invoke(
-        cli.cli, ["recover", "--cluster", "new", "--provider", "kind"], env={"DR_STATE_DIR": "elsewhere"}
+        cli.cli,
+        ["recover", "--cluster", "new", "--provider", "kind", "--skip-preflight"],
+        env={"DR_STATE_DIR": "elsewhere"},
     )
     assert 1 == result.exit_code
     assert Path("elsewhere/runs").is_dir()

@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import os
 import socket
+import ssl
 import tempfile
 import threading
 import time
@@ -87,6 +88,14 @@ def mapped(what: str, *, runbook: str = RUNBOOK) -> Iterator[None]:
     except kubernetes.dynamic.exceptions.ResourceNotFoundError as exc:
         raise errors.PermanentError(f"{what}: {exc}", hint="is the CRD installed?", runbook=runbook) from exc
     except (urllib3.exceptions.HTTPError, OSError) as exc:
+        reason = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) else exc
+        if isinstance(reason, (urllib3.exceptions.SSLError, ssl.SSLError)):
+            # A certificate the kubeconfig's CA does not sign will not sign itself on a retry.
+            raise errors.PermanentError(
+                f"{what}: TLS refused the API server ({reason})",
+                hint="the kubeconfig's certificate-authority does not match the server: fetch a fresh kubeconfig",
+                runbook=runbook,
+            ) from exc
         raise errors.TransientError(f"{what}: cannot reach the Kubernetes API ({exc})", runbook=runbook) from exc
 
 
@@ -158,31 +167,38 @@ def _parse(text: str, where: str) -> list[Obj]:
     return docs
 
 
+def client_configuration(kubeconfig: Path | None, context: str | None) -> Any:
+    """The client configuration a kubeconfig and context give, without contacting the server: `ConfigError`
+    for a file that does not load or a context it does not have."""
+    import kubernetes
+
+    with mapped("loading the kubeconfig"):
+        try:
+            configuration = kubernetes.client.Configuration()
+            if kubeconfig is None and not _in_cluster_possible():
+                kubernetes.config.load_kube_config(context=context, client_configuration=configuration)
+            elif kubeconfig is None:
+                kubernetes.config.load_incluster_config(client_configuration=configuration)
+            else:
+                kubernetes.config.load_kube_config(str(kubeconfig), context=context, client_configuration=configuration)
+        except kubernetes.config.ConfigException as exc:
+            raise errors.ConfigError(
+                f"cannot use the kubeconfig {kubeconfig or '(KUBECONFIG / ~/.kube/config)'}: {exc}",
+                hint="check cluster.kubeconfig / cluster.context, or KUBECONFIG",
+                runbook=RUNBOOK,
+            ) from exc
+    return configuration
+
+
 class Kube:
     """One cluster, reached through a kubeconfig (or the pod's in-cluster config)."""
 
     def __init__(self, kubeconfig: Path | None = None, context: str | None = None) -> None:
         import kubernetes
 
-        with mapped("loading the kubeconfig"):
-            try:
-                configuration = kubernetes.client.Configuration()
-                if kubeconfig is None and not _in_cluster_possible():
-                    kubernetes.config.load_kube_config(context=context, client_configuration=configuration)
-                elif kubeconfig is None:
-                    kubernetes.config.load_incluster_config(client_configuration=configuration)
-                else:
-                    kubernetes.config.load_kube_config(
-                        str(kubeconfig), context=context, client_configuration=configuration
-                    )
-                configuration.retries = _retries()
-                self.api = kubernetes.client.ApiClient(configuration=configuration)
-            except kubernetes.config.ConfigException as exc:
-                raise errors.ConfigError(
-                    f"cannot use the kubeconfig {kubeconfig or '(KUBECONFIG / ~/.kube/config)'}: {exc}",
-                    hint="check cluster.kubeconfig / cluster.context, or KUBECONFIG",
-                    runbook=RUNBOOK,
-                ) from exc
+        configuration = client_configuration(kubeconfig, context)
+        configuration.retries = _retries()
+        self.api = kubernetes.client.ApiClient(configuration=configuration)
         self.server = str(self.api.configuration.host)
         cache = (
             Path(tempfile.gettempdir()) / f"dr-discovery-{hashlib.sha256(self.server.encode()).hexdigest()[:12]}.json"
@@ -215,6 +231,24 @@ class Kube:
         with mapped(f"reading the version of {self.server}"):
             info = kubernetes.client.VersionApi(self.api).get_code()
         return str(info.git_version)
+
+    def can_i(self, verb: str, resource: str, *, group: str = "", namespace: str | None = None) -> bool:
+        """`kubectl auth can-i`: a SelfSubjectAccessReview of this client's own identity.
+
+        `resource` may name a subresource as kubectl does (`pods/portforward`).
+        """
+        import kubernetes
+
+        name, _, sub = resource.partition("/")
+        attributes = kubernetes.client.V1ResourceAttributes(
+            verb=verb, group=group, resource=name, subresource=sub or None, namespace=namespace
+        )
+        body = kubernetes.client.V1SelfSubjectAccessReview(
+            spec=kubernetes.client.V1SelfSubjectAccessReviewSpec(resource_attributes=attributes)
+        )
+        with mapped(f"asking whether this identity may {verb} {resource}"):
+            review = kubernetes.client.AuthorizationV1Api(self.api).create_self_subject_access_review(body)
+        return bool(review.status and review.status.allowed)
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
         import kubernetes

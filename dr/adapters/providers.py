@@ -195,21 +195,48 @@ def _airgap_copy(host: K3sHost) -> None:
 
 
 def existing(kubeconfig: Path | None, context: str | None) -> Cluster:
-    """A cluster that exists, through its kubeconfig: the one given, else KUBECONFIG, else ~/.kube/config."""
+    """A cluster that exists, through its kubeconfig: the one given, else KUBECONFIG, else ~/.kube/config.
+
+    KUBECONFIG may list several files, as kubectl reads it: the kubernetes client merges them the same way
+    (the first file to name a cluster, user or context wins), and the run records the list to resume with.
+    """
     if kubeconfig is None:
-        listed = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
-        if len(listed) > 1:
-            # The run records one kubeconfig to resume with; kubectl's merge of several is not redone here.
-            raise errors.ConfigError(
-                f"KUBECONFIG lists {len(listed)} files; a recovery runs on one",
-                hint="merge them (`kubectl config view --flatten > FILE`) and pass --kubeconfig FILE",
-                runbook=RUNBOOK,
-            )
-        kubeconfig = Path(listed[0]) if listed else Path("~/.kube/config").expanduser()
-    if not kubeconfig.exists():
+        listed = os.environ.get("KUBECONFIG", "")
+        kubeconfig = Path(listed) if listed.strip(os.pathsep) else Path("~/.kube/config").expanduser()
+    if not kubeconfig_files(kubeconfig):
         raise errors.ConfigError(
             f"{kubeconfig}: kubeconfig not found",
             hint="pass --kubeconfig (or set cluster.kubeconfig, or KUBECONFIG)",
             runbook=RUNBOOK,
         )
     return Cluster("kubeconfig", kubeconfig, context, context or "")
+
+
+def kubeconfig_files(kubeconfig: Path) -> list[Path]:
+    """The files of a kubeconfig value that exist: one path, or a KUBECONFIG list (missing ones are skipped,
+    as kubectl skips them)."""
+    paths = [Path(p).expanduser() for p in str(kubeconfig).split(os.pathsep) if p]
+    return [p for p in paths if p.is_file()]
+
+
+def ready(provider: str, host: K3sHost | None = None) -> str:
+    """What `dr doctor` says of a provider that creates the cluster: the tools it needs are here, or
+    `ConfigError` naming the missing one."""
+    if provider == "sandbox":
+        backend = "the real control plane" if sandbox_process.testbed_built() else "the emulated API (`make testbed`)"
+        return f"a local sandbox with {backend}"
+    if provider == "kind":
+        require_kind()
+        return "kind and docker are installed"
+    if provider == "k3s":
+        if host is not None and host.address:
+            _tool("ssh", "to install K3s on a remote host")
+            return f"K3s {host.version} is installed over ssh on {host.user}@{host.address}"
+        if os.geteuid() != 0:
+            raise errors.ConfigError(
+                "installing K3s on this host needs root", hint="run as root, or set cluster.k3s_host", runbook=RUNBOOK
+            )
+        if host is None or host.airgap_dir is None:
+            _tool("curl", "to download the K3s installer")
+        return "K3s is installed on this host"
+    raise errors.ConfigError(f"provider {provider!r} does not create a cluster", runbook=RUNBOOK)

@@ -25,11 +25,11 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent import futures
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 import tenacity
 
-from dr import __version__, errors, logs
+from dr import __version__, errors, logs, waiting
 from dr.engine import checkpoints, locks
 from dr.engine import plan as plan_mod
 from dr.engine import step as step_mod
@@ -51,6 +51,39 @@ class Outcome:
         if self.status == "succeeded":
             return errors.EXIT_OK
         return self.error.exit_code if self.error is not None else errors.EXIT_FAILED
+
+
+class Observer(Protocol):
+    """What a live display is told of a run as it happens; called from the steps' threads.
+
+    The run record and the log stay the truth: an observer only shows, and one that raises is ignored.
+    """
+
+    def step_started(self, step: str) -> None: ...
+
+    def step_waiting(self, step: str, tick: waiting.Progress) -> None: ...
+
+    def step_ended(self, step: str, state: str, seconds: float) -> None: ...
+
+
+class _Quiet:
+    """The observer of a run nobody watches."""
+
+    def step_started(self, step: str) -> None:
+        pass
+
+    def step_waiting(self, step: str, tick: waiting.Progress) -> None:
+        pass
+
+    def step_ended(self, step: str, state: str, seconds: float) -> None:
+        pass
+
+
+def _shown(call: Callable[..., None], *args: Any) -> None:
+    try:
+        call(*args)
+    except Exception:  # a display that breaks must not take the run with it
+        log.debug("observer_failed", exc_info=True)
 
 
 def operator_identity() -> str:
@@ -85,8 +118,10 @@ class Runner:
         max_parallel: int = 4,
         handle_signals: bool = True,
         monotonic: Callable[[], float] = time.monotonic,
+        observer: Observer | None = None,
     ) -> None:
         self.plan = plan
+        self.observer: Observer = observer or _Quiet()
         self.store = store
         self.config = config
         self.max_parallel = max(1, max_parallel)
@@ -274,6 +309,7 @@ class Runner:
         position = f"{self.plan.order.index(s.name) + 1}/{len(self.plan)}"
         slog = log.bind(run_id=run.run_id, step=s.name)
         slog.info("step_started", position=position, resumed=rec.resumed)
+        _shown(self.observer.step_started, s.name)
         deadline = began + s.timeout
         ctx = self._context(run, s, deadline)
         try:
@@ -324,6 +360,7 @@ class Runner:
             rec.duration_s = round(rec.duration_s + (self._mono() - began), 6)
             rec.note, rec.error = note, error
             self._save(run)
+        _shown(self.observer.step_ended, name, state, self._mono() - began)
 
     def _context(self, run: checkpoints.RunRecord, s: step_mod.Step, deadline: float) -> step_mod.StepContext:
         def on_output(key: str, value: Any) -> None:
@@ -349,6 +386,7 @@ class Runner:
             clock=self._mono,
             hold=self._hold,
             plan=run.plan,
+            on_progress=lambda tick: _shown(self.observer.step_waiting, s.name, tick),
         )
 
     def _attempts(

@@ -60,6 +60,7 @@ class StepContext:
         clock: Callable[[], float] = time.monotonic,
         hold: Callable[[str, Callable[[], contextlib.AbstractContextManager[Any]]], Any] | None = None,
         plan: str = "",
+        on_progress: Callable[[waiting.Progress], None] | None = None,
     ) -> None:
         self.run_id = run_id
         self.plan = plan
@@ -75,6 +76,7 @@ class StepContext:
         self._on_wait = on_wait
         self._clock = clock
         self._hold = hold
+        self._on_progress = on_progress
 
     def output(self, step: str, key: str) -> Any:
         """A value an earlier step recorded (kept in the checkpoint, so it survives a resume)."""
@@ -144,6 +146,8 @@ class StepContext:
         marks = list(PROGRESS_MARKS)
 
         def report(tick: waiting.Progress) -> None:
+            if self._on_progress is not None:
+                self._on_progress(tick)  # every probe: a live display shows the last state seen
             while marks and tick.elapsed >= marks[0]:
                 marks.pop(0)
                 if not marks:

@@ -26,9 +26,10 @@ def bootstrap(
     *,
     provider: str | None,
     resume: str | None = None,
+    observer: runner.Observer | None = None,
 ) -> runner.Outcome:
-    """Start or resume a bootstrap run; returns how it ended."""
-    run = runner.Runner(build_plan(config), store, config=config)
+    """Start or resume a bootstrap run; returns how it ended (`observer`: the CLI's live lines)."""
+    run = runner.Runner(build_plan(config), store, config=config, observer=observer)
     if resume:
         return run.resume(resume, {"provider": provider})
     return run.start({"provider": provider or config.cluster.provider, "cluster_name": config.cluster.name})

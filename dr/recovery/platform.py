@@ -48,7 +48,7 @@ def _repo(ctx: step.StepContext) -> Path:
     return config_of(ctx).platform.repo
 
 
-_clients: dict[tuple[str, str | None, int], kube.Kube] = {}
+_clients: dict[tuple[str, str | None, tuple[int, ...]], kube.Kube] = {}
 
 
 def _client(kubeconfig: Path, context: str | None) -> kube.Kube:
@@ -56,7 +56,8 @@ def _client(kubeconfig: Path, context: str | None) -> kube.Kube:
 
     A rewritten kubeconfig (a cluster made again at the same path) gets a new client.
     """
-    key = (str(kubeconfig), context, kubeconfig.stat().st_mtime_ns if kubeconfig.exists() else 0)
+    stamp = tuple(p.stat().st_mtime_ns for p in providers.kubeconfig_files(kubeconfig))
+    key = (str(kubeconfig), context, stamp)
     if key not in _clients:
         _clients[key] = kube.Kube(kubeconfig, context)
     return _clients[key]
@@ -151,7 +152,7 @@ class Cluster(step.Step):
 
     def check(self, ctx: step.StepContext) -> bool:
         known = self._known(ctx)
-        if known is None or not known[0].exists():
+        if known is None or not providers.kubeconfig_files(known[0]):
             return False
         try:
             ready = self._nodes_ready(_client(known[0], known[1]))

@@ -100,14 +100,16 @@ def recover(
     snapshot: str | None = None,
     force: bool | None = None,
     abort_after: float | None = None,
+    observer: runner.Observer | None = None,
 ) -> runner.Outcome:
     """Start or resume a recovery run; returns how it ended.
 
     `force` (None: not given) lets `vault-unseal` take a target whose Vault is already initialised.
     `abort_after` (seconds) stops the run at a safe point once that long has passed (a drill's stop condition).
+    `observer` is told of each step as it goes (the CLI's live lines).
     """
     plan = build_plan(config)
-    run = runner.Runner(plan, store, config=config)
+    run = runner.Runner(plan, store, config=config, observer=observer)
     if abort_after is not None:
         timer = threading.Timer(abort_after, run.request_stop)
         timer.daemon = True

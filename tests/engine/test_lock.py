@@ -40,7 +40,9 @@ def test_second_recover_from_the_cli_exits_3(tmp_path: Path, holder) -> None:  #
     """`dr recover` against a state dir another run holds exits 3 and says who holds it."""
     _, rec = holder
     result = CliRunner().invoke(
-        cli.cli, ["recover", "--cluster", "new", "--state-dir", str(tmp_path / "state")], env={"DR_CONFIG": ""}
+        cli.cli,
+        ["recover", "--cluster", "new", "--skip-preflight", "--state-dir", str(tmp_path / "state")],
+        env={"DR_CONFIG": ""},
     )
     assert 3 == result.exit_code, result.output
     assert f"run {rec.run_id}" in result.output

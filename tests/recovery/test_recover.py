@@ -198,6 +198,16 @@ def test_a_destroyed_platform_comes_back_from_its_snapshot_with_every_secret(
         )
         eventually(lambda: any("Code: 403" in m for m in _es_warnings(client)), what="ESO's login refused", timeout=30)
         assert "SecretSyncedError" == _es_condition(client)["reason"]
+        # `dr doctor` tells as much before a run: the target's Vault holds data; with --force, a warning.
+        kubeconfig = str(state / "sandbox" / "kubeconfig")
+        looked = dr(recovery, "doctor", "--cluster", "existing", "--kubeconfig", kubeconfig, "-o", "json")
+        assert 1 == looked.exit_code, looked.output
+        found = {c["name"]: c for c in json.loads(looked.stdout)["checks"]}
+        assert "fail" == found["vault"]["status"], found
+        assert "3 of 3 Vault pod(s) initialised (3 of 5)" in found["vault"]["detail"]
+        forced_look = dr(recovery, "doctor", "--cluster", "existing", "--kubeconfig", kubeconfig, "--force")
+        assert 0 == forced_look.exit_code, forced_look.output
+        assert "vault        WARN" in forced_look.output
         refused = dr(recovery, "recover", "--cluster", "new")
         assert 1 == refused.exit_code
         assert "already initialised, and not by this run" in refused.output
@@ -378,7 +388,10 @@ def test_an_unreachable_cluster_is_a_clear_error_and_a_resumable_run(original: O
         )
     )
     config = original.config(tmp_path, cluster={"provider": "kubeconfig", "kubeconfig": str(kubeconfig)})
-    result = dr(config, "recover", "--cluster", "existing")
+    checked = dr(config, "recover", "--cluster", "existing")  # the preflight finds it first, and starts nothing
+    assert (1, None) == (checked.exit_code, checkpoints.CheckpointStore(tmp_path / "state").latest())
+    assert "api          FAIL    " in checked.output
+    result = dr(config, "recover", "--cluster", "existing", "--skip-preflight")
     assert result.exit_code == 1, result.output
     assert "127.0.0.1:1" in result.output
     assert "Traceback" not in result.output

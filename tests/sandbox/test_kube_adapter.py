@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import yaml
 
 from dr import errors
-from dr.adapters import kube
+from dr.adapters import kube, providers
 from dr.sandbox import backends
 from tests.httpstub import JsonHandler
 
@@ -84,3 +86,23 @@ def test_5xx_and_429_are_transient_with_retry_after_and_4xx_permanent(
     assert set(seen) <= {"500", "503", "429"}
     assert seen.get("500", {None}) == {None}
     assert {1.0} == seen.get("503", set()) | seen.get("429", set())  # the server's Retry-After, for the back-off
+
+
+def test_a_kubeconfig_list_is_merged_as_kubectl_merges_it(
+    api: backends.Emulated | backends.Real, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """KUBECONFIG=a:b with the cluster and user in one file and the context in the other: one cluster, as
+    kubectl sees it; the first file to name a context wins, and a missing file in the list is skipped."""
+    whole = api.kubeconfig
+    credentials, contexts = tmp_path / "credentials", tmp_path / "contexts"
+    credentials.write_text(yaml.safe_dump({**whole, "contexts": [], "current-context": ""}))
+    wrong = [{**c, "context": {**c["context"], "cluster": "nowhere"}} for c in whole["contexts"]]
+    contexts.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Config", "contexts": whole["contexts"]}))
+    shadowed = tmp_path / "shadowed"
+    shadowed.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Config", "contexts": wrong}))
+    listed = os.pathsep.join(str(p) for p in (tmp_path / "missing", credentials, contexts, shadowed))
+    monkeypatch.setenv("KUBECONFIG", listed)
+    made = providers.existing(None, whole["contexts"][0]["name"])
+    assert str(made.kubeconfig) == listed  # recorded as given, to resume with
+    client = kube.Kube(made.kubeconfig, made.context)
+    assert client.get("v1", "Namespace", "default") is not None
